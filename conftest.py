@@ -1,0 +1,99 @@
+"""Test-wide fixtures. The network guard lives here: tests talk to loopback only."""
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+class NetworkAccessError(RuntimeError):
+    pass
+
+
+def _is_local(host: Any) -> bool:
+    if not isinstance(host, str):
+        return False
+    if host in {"localhost", "testserver"} or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+        raise NetworkAccessError(f"test tried to reach {address[0]!r}: tests stay on loopback")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> Any:
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+        raise NetworkAccessError(f"test tried to reach {address[0]!r}: tests stay on loopback")
+    return _real_connect_ex(self, address)
+
+
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    # Resolving a public name is already traffic (DNS); refuse it too.
+    if host is not None and not _is_local(host if isinstance(host, str) else host.decode()):
+        raise NetworkAccessError(f"test tried to resolve {host!r}: tests stay on loopback")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = _guarded_getaddrinfo
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    # allauth's rate limits count in the cache; one test's attempts must not
+    # throttle the next.
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_user(email: str, *, staff: bool = False, verified: bool = True) -> Any:
+    """A user who can sign in: password set, primary email (verified by default)."""
+    from allauth.account.models import EmailAddress
+
+    from accounts.models import User
+
+    user = User.objects.create_user(email=email, password=PASSWORD, is_staff=staff)
+    EmailAddress.objects.create(user=user, email=email, primary=True, verified=verified)
+    return user
+
+
+@pytest.fixture
+def alice(db: None) -> Any:
+    return make_user("alice@example.com")
+
+
+@pytest.fixture
+def bob(db: None) -> Any:
+    return make_user("bob@example.com")
+
+
+@pytest.fixture
+def staff(db: None) -> Any:
+    return make_user("staff@example.com", staff=True)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # Async tests (marked anyio) run on asyncio, as uvicorn does.
+    return "asyncio"

@@ -1,0 +1,9 @@
+"""ASGI entry point: gunicorn -k uvicorn_worker.UvicornWorker llmchat.asgi:application"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmchat.settings")
+
+application = get_asgi_application()

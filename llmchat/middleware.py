@@ -1,0 +1,106 @@
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from llmchat import health
+from llmchat.logging import request_id_var
+
+logger = logging.getLogger("llmchat.request")
+
+# An upstream proxy's request id is reused only when it looks like one; anything
+# else (too long, odd characters) could be used to forge log lines.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+class _SyncAndAsyncMiddleware:
+    """Base for middleware that must not push async views onto a thread."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self.handle(request, self.get_response)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        return await self.ahandle(request, self.get_response)
+
+    def handle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
+        raise NotImplementedError
+
+    async def ahandle(
+        self, request: HttpRequest, get_response: Callable[..., Awaitable]
+    ) -> HttpResponse:
+        raise NotImplementedError
+
+
+class RequestLogMiddleware(_SyncAndAsyncMiddleware):
+    """Gives each request an id (X-Request-ID) and logs one line when it ends."""
+
+    def _start(self, request: HttpRequest) -> tuple[float, Any]:
+        incoming = request.headers.get("X-Request-ID", "")
+        rid = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.id = rid  # type: ignore[attr-defined]
+        return time.monotonic(), request_id_var.set(rid)
+
+    def _finish(
+        self, request: HttpRequest, response: HttpResponse, started: float, token: Any
+    ) -> HttpResponse:
+        response["X-Request-ID"] = request.id  # type: ignore[attr-defined]
+        user = getattr(request, "user", None)
+        logger.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                "user_id": user.pk if user is not None and user.is_authenticated else None,
+                "streaming": response.streaming,
+            },
+        )
+        request_id_var.reset(token)
+        return response
+
+    def handle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
+        started, token = self._start(request)
+        return self._finish(request, get_response(request), started, token)
+
+    async def ahandle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
+        started, token = self._start(request)
+        return self._finish(request, await get_response(request), started, token)
+
+
+class HealthCheckMiddleware(_SyncAndAsyncMiddleware):
+    """Answers /health before host validation and HTTPS redirects.
+
+    Load balancers and Docker's HEALTHCHECK call it by IP over plain HTTP, which
+    ALLOWED_HOSTS and SECURE_SSL_REDIRECT would otherwise turn away.
+    """
+
+    path = "/health"
+
+    def handle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
+        if request.path == self.path:
+            return health.response()
+        return get_response(request)
+
+    async def ahandle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
+        if request.path == self.path:
+            return await health.aresponse()
+        return await get_response(request)

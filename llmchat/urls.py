@@ -1,0 +1,18 @@
+from allauth.account.decorators import secure_admin_login
+from django.contrib import admin
+from django.urls import include, path
+
+admin.site.site_header = "llmchat administration"
+admin.site.site_title = "llmchat admin"
+# Staff sign in through allauth's login, so the admin gets the same rate limits
+# and enumeration protection as the rest of the site.
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
+
+urlpatterns = [
+    path("", include("conversations.urls")),
+    path("keys/", include("providers.urls")),
+    path("prices/", include("pricing.urls")),
+    path("accounts/", include("accounts.urls")),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+]
