@@ -2,7 +2,6 @@
 
 import ipaddress
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -49,19 +48,24 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign, assignment]
+    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign, assignment]
     socket.getaddrinfo = _guarded_getaddrinfo
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
+def _fast_password_hashing(settings: Any) -> None:
+    # PBKDF2's deliberate slowness is for production, not for every test sign-in.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
     # allauth's rate limits count in the cache; one test's attempts must not
     # throttle the next.
     from django.core.cache import cache
 
     cache.clear()
-    yield
 
 
 PASSWORD = "correct horse battery staple"
@@ -73,7 +77,9 @@ def make_user(email: str, *, staff: bool = False, verified: bool = True) -> Any:
 
     from accounts.models import User
 
-    user = User.objects.create_user(email=email, password=PASSWORD, is_staff=staff)
+    user = User.objects.create_user(
+        email=email, password=PASSWORD, is_staff=staff, is_superuser=staff
+    )
     EmailAddress.objects.create(user=user, email=email, primary=True, verified=verified)
     return user
 
@@ -90,6 +96,7 @@ def bob(db: None) -> Any:
 
 @pytest.fixture
 def staff(db: None) -> Any:
+    """An operator: staff and superuser, as `make superuser` creates."""
     return make_user("staff@example.com", staff=True)
 
 

@@ -10,7 +10,7 @@ class UserManager(DjangoUserManager["User"]):
 
     use_in_migrations = True
 
-    def _create_user_object(  # type: ignore[override]
+    def _create_user_object(
         self, email: str, password: str | None, **extra_fields: Any
     ) -> "User":
         if not email:
@@ -19,7 +19,7 @@ class UserManager(DjangoUserManager["User"]):
         user.set_password(password)
         return user
 
-    def _create_user(  # type: ignore[override]
+    def _create_user(
         self, email: str, password: str | None, **extra_fields: Any
     ) -> "User":
         user = self._create_user_object(email, password, **extra_fields)
@@ -48,7 +48,7 @@ class User(AbstractUser):
     email = models.EmailField("email address", unique=True)
 
     USERNAME_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS = []
 
     objects = UserManager()  # type: ignore[misc]
 

@@ -19,13 +19,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 # A local .env file is optional; real environment variables win over it.
-env.read_env(BASE_DIR / ".env", overwrite=False)
+# ENV_FILE names another file; ENV_FILE= (empty) reads none (the tests do that).
+ENV_FILE = env.str("ENV_FILE", default=str(BASE_DIR / ".env"))
+if ENV_FILE:
+    env.read_env(ENV_FILE, overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 
 # --- Secrets and hosts --------------------------------------------------------
 
-DEV_SECRET_KEY = "dev-insecure-0nly-for-local-development-never-in-production-xyz"
+# Used only with DEBUG=True; production refuses to start with it.
+DEV_SECRET_KEY = "dev-insecure-0nly-for-local-development-never-in-production-xyz"  # noqa: S105
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 # Old keys, kept so that sessions, password-reset links and encrypted provider
@@ -140,9 +144,7 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-elif _db["ENGINE"] == "django.db.backends.postgresql" and env.bool(
-    "DATABASE_POOL", default=True
-):
+elif _db["ENGINE"] == "django.db.backends.postgresql" and env.bool("DATABASE_POOL", default=True):
     # Under ASGI, Django runs ORM calls in worker threads and closes the
     # connection at the end of every request, so CONN_MAX_AGE persistence does
     # not help (and leaks connections per thread). psycopg's pool keeps a bounded
@@ -225,9 +227,7 @@ SOCIALACCOUNT_STORE_TOKENS = False
 # A Google login whose email belongs to an existing account signs in to that
 # account only when this is on *and* Google says the address is verified;
 # otherwise the person is told the address is taken. Off by default.
-SOCIALACCOUNT_EMAIL_AUTHENTICATION = env.bool(
-    "SOCIALACCOUNT_EMAIL_AUTHENTICATION", default=False
-)
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = env.bool("SOCIALACCOUNT_EMAIL_AUTHENTICATION", default=False)
 SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = SOCIALACCOUNT_EMAIL_AUTHENTICATION
 
 GOOGLE_CLIENT_ID = env.str("GOOGLE_CLIENT_ID", default="")
@@ -276,7 +276,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -287,6 +287,11 @@ STORAGES = {
         )
     },
 }
+
+# In development (and tests) whitenoise serves straight from the app folders;
+# in production from STATIC_ROOT, filled by collectstatic at image build.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Security -------------------------------------------------------------------
 
@@ -326,9 +331,7 @@ if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SECURE_REDIRECT_EXEMPT = [r"^health$"]
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
-        "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True
-    )
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
     if not SECURE_HSTS_PRELOAD:
         # Preloading is an operator's deliberate, hard-to-undo choice (browsers'
@@ -348,9 +351,7 @@ LOGGING = {
     "filters": {"request_id": {"()": "llmchat.logging.RequestIdFilter"}},
     "formatters": {
         "json": {"()": "llmchat.logging.JsonFormatter"},
-        "text": {
-            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-        },
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
     },
     "handlers": {
         "stdout": {

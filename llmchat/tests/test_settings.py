@@ -23,7 +23,7 @@ PRODUCTION = {
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     # A clean environment: nothing from the developer's shell or .env leaks in.
-    base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    base = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"], "ENV_FILE": ""}
     return subprocess.run(
         [sys.executable, *args],
         cwd=BASE_DIR,

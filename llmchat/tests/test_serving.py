@@ -1,0 +1,148 @@
+"""The production path for real: gunicorn with uvicorn workers, production
+settings, collected static files. Started as a separate process on loopback."""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmchat.tests.test_settings import BASE_DIR, PRODUCTION
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path, headers=headers or {})
+    response = conn.getresponse()
+    response.body = response.read()  # type: ignore[attr-defined]
+    conn.close()
+    return response
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    tmp = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp),
+        "ENV_FILE": "",
+        **PRODUCTION,
+        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+        "STATIC_ROOT": str(tmp / "static"),
+        "USE_X_FORWARDED_PROTO": "true",
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+        "GUNICORN_GRACEFUL_TIMEOUT": "5",
+    }
+    for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=BASE_DIR,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    log = (tmp / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "gunicorn"), "llmchat.asgi:application"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(100):
+            try:
+                if get(port, "/health").status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("gunicorn did not start: " + (tmp / "server.log").read_text())
+        yield port, tmp / "server.log"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_health_answers_over_plain_http_by_ip(server: tuple[int, Path]) -> None:
+    port, _ = server
+    response = get(port, "/health")
+    assert response.status == 200
+    assert json.loads(response.body) == {  # type: ignore[attr-defined]
+        "status": "ok",
+        "database": "ok",
+        "cache": "ok",
+    }
+
+
+def test_pages_redirect_to_https(server: tuple[int, Path]) -> None:
+    port, _ = server
+    response = get(port, "/accounts/login/", {"Host": "chat.example.com"})
+    assert response.status == 301
+    assert response.headers["Location"] == "https://chat.example.com/accounts/login/"
+
+
+def test_unknown_hosts_are_refused(server: tuple[int, Path]) -> None:
+    port, _ = server
+    response = get(port, "/accounts/login/", {"Host": "evil.example.net"})
+    assert response.status == 400
+
+
+def test_pages_are_served_with_production_headers_and_static_files(
+    server: tuple[int, Path],
+) -> None:
+    port, _ = server
+    https = {"Host": "chat.example.com", "X-Forwarded-Proto": "https"}
+    page = get(port, "/accounts/login/", https)
+    assert page.status == 200
+    assert page.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    html = page.body.decode()  # type: ignore[attr-defined]
+    # Manifest storage: the stylesheet's name carries its content hash.
+    start = html.index("/static/css/site.")
+    css_path = html[start : html.index('"', start)]
+    assert css_path != "/static/css/site.css"
+    css = get(port, css_path, {**https, "Accept-Encoding": "gzip"})
+    assert css.status == 200
+    assert css.headers["Content-Encoding"] == "gzip"
+    assert "max-age=315360000" in css.headers["Cache-Control"]
+
+
+def test_it_logs_json_lines_with_request_ids(server: tuple[int, Path]) -> None:
+    port, log = server
+    response = get(port, "/health", {"X-Request-ID": "probe-00000001"})
+    assert response.headers["X-Request-ID"] == "probe-00000001"
+    for _ in range(50):
+        entries = [
+            json.loads(line)
+            for line in log.read_text().splitlines()
+            if line.startswith("{") and "llmchat.request" in line
+        ]
+        if any(e["request_id"] == "probe-00000001" for e in entries):
+            break
+        time.sleep(0.1)
+    entry = next(e for e in entries if e["request_id"] == "probe-00000001")
+    assert entry["path"] == "/health"
+    assert entry["status"] == 200
