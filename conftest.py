@@ -104,3 +104,21 @@ def staff(db: None) -> Any:
 def anyio_backend() -> str:
     # Async tests (marked anyio) run on asyncio, as uvicorn does.
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Any:
+    yield
+    # Connections checked out of psycopg's pool by other threads (async tests'
+    # sync_to_async thread, the live server) outlive the pool's close(); end
+    # them so that the test database can be dropped.
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    connection.close()

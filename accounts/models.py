@@ -10,18 +10,14 @@ class UserManager(DjangoUserManager["User"]):
 
     use_in_migrations = True
 
-    def _create_user_object(
-        self, email: str, password: str | None, **extra_fields: Any
-    ) -> "User":
+    def _create_user_object(self, email: str, password: str | None, **extra_fields: Any) -> "User":
         if not email:
             raise ValueError("An email address is required.")
         user = self.model(email=self.normalize_email(email), **extra_fields)
         user.set_password(password)
         return user
 
-    def _create_user(
-        self, email: str, password: str | None, **extra_fields: Any
-    ) -> "User":
+    def _create_user(self, email: str, password: str | None, **extra_fields: Any) -> "User":
         user = self._create_user_object(email, password, **extra_fields)
         user.save(using=self._db)
         return user

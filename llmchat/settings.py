@@ -126,7 +126,9 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------
 
-DATABASES = {"default": env.db("DATABASE_URL", default="sqlite:///var/db.sqlite3")}
+DATABASES = {
+    "default": env.db_url_config(env.str("DATABASE_URL", default="") or "sqlite:///var/db.sqlite3")
+}
 _db = DATABASES["default"]
 
 if _db["ENGINE"] == "django.db.backends.sqlite3":
@@ -249,7 +251,8 @@ if GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET:
 
 # Console by default; EMAIL_URL=smtp+tls://user:password@host:587 for SMTP.
 # Django 6.1's MAILERS replaces the EMAIL_* settings.
-_email = env.email_url("EMAIL_URL", default="consolemail://")
+# An empty value, as in .env.example, means the default.
+_email = env.email_url_config(env.str("EMAIL_URL", default="") or "consolemail://")
 _mailer: dict = {"BACKEND": _email["EMAIL_BACKEND"]}
 if _email["EMAIL_BACKEND"].endswith("smtp.EmailBackend"):
     _mailer["OPTIONS"] = {
