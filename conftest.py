@@ -122,3 +122,28 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Any:
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
     connection.close()
+
+
+@pytest.fixture(scope="session")
+def mock_server() -> Any:
+    """The mock provider server (every vendor's wire protocol) on a loopback port."""
+    from providers.mockserver import MockProviderThread
+
+    server = MockProviderThread().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mock_provider(mock_server: Any, settings: Any) -> Any:
+    """Points every provider at the mock server, fresh for each test; returns its app
+    (`.configure(...)`, `.requests`)."""
+    mock_server.app.reset()
+    settings.OPENAI_BASE_URL = f"{mock_server.url}/v1"
+    settings.ANTHROPIC_BASE_URL = mock_server.url
+    settings.GEMINI_BASE_URL = mock_server.url
+    # Users' compatible base URLs may point at it, as at a LAN Ollama.
+    settings.ALLOWED_PRIVATE_BASE_URLS = [mock_server.url]
+    settings.PROVIDER_RETRY_BACKOFF = 0.01
+    settings.DEMO_TOKEN_DELAY = 0
+    return mock_server.app

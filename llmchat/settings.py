@@ -370,11 +370,46 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
         "uvicorn.access": {"level": "WARNING"},
-        # Its DEBUG lines include request headers (API keys).
+        # HTTP client and SDK debug lines can include request details; never
+        # let them into the logs.
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+        "anthropic": {"level": "WARNING"},
+        "google_genai": {"level": "WARNING"},
     },
 }
+
+# --- Providers ----------------------------------------------------------------
+# Base URLs are the operator's (trusted: they may point at a gateway on a private
+# network). Server keys are fallbacks for users without a key of their own.
+
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1")
+ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com")
+GEMINI_BASE_URL = env.str("GEMINI_BASE_URL", default="https://generativelanguage.googleapis.com")
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
+GEMINI_API_KEY = env.str("GEMINI_API_KEY", default="")
+# The operator's own OpenAI-compatible server (vLLM, Ollama, a gateway), if any.
+COMPATIBLE_BASE_URL = env.str("COMPATIBLE_BASE_URL", default="")
+COMPATIBLE_API_KEY = env.str("COMPATIBLE_API_KEY", default="")
+ALLOW_SERVER_KEYS = env.bool("ALLOW_SERVER_KEYS", default=True)
+# Private-network servers users may use as a compatible base URL (a LAN Ollama):
+# full URLs, scheme://host:port, comma-separated.
+ALLOWED_PRIVATE_BASE_URLS = env.list("ALLOWED_PRIVATE_BASE_URLS", default=[])
+DEMO_PROVIDER = env.bool("DEMO_PROVIDER", default=True)
+DEMO_TOKEN_DELAY = env.float("DEMO_TOKEN_DELAY", default=0.03)
+
+PROVIDER_CONNECT_TIMEOUT = env.float("PROVIDER_CONNECT_TIMEOUT", default=5.0)
+PROVIDER_FIRST_TOKEN_TIMEOUT = env.float("PROVIDER_FIRST_TOKEN_TIMEOUT", default=120.0)
+PROVIDER_IDLE_TIMEOUT = env.float("PROVIDER_IDLE_TIMEOUT", default=60.0)
+PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=2)
+PROVIDER_RETRY_BACKOFF = env.float("PROVIDER_RETRY_BACKOFF", default=0.5)
+# A Retry-After longer than this is reported to the user instead of waited out.
+PROVIDER_MAX_RETRY_WAIT = env.float("PROVIDER_MAX_RETRY_WAIT", default=10.0)
+DEFAULT_MAX_OUTPUT_TOKENS = env.int("DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
 
 # --- Site -----------------------------------------------------------------------
 

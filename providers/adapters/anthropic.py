@@ -1,0 +1,162 @@
+"""Anthropic, through the Messages API.
+
+Usage convention: `input_tokens` EXCLUDE the tokens read from cache
+(`cache_read_input_tokens`) and written to it (`cache_creation_input_tokens`), so
+the billed input is their sum. The `usage` in `message_delta` is cumulative (the
+totals so far, not an increment). Thinking tokens are inside `output_tokens` and
+not reported apart, so `reasoning_tokens` stays 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import httpx2
+from django.conf import settings
+
+from providers import clients
+from providers.adapters._util import attr, retry_after, usage
+from providers.base import (
+    ChatRequest,
+    Credentials,
+    Event,
+    Finish,
+    FinishReason,
+    Provider,
+    ProviderError,
+    TextDelta,
+    Usage,
+    UsageReport,
+)
+
+
+def usage_from_anthropic(raw: Any) -> Usage:
+    read = attr(raw, "cache_read_input_tokens") or 0
+    write = attr(raw, "cache_creation_input_tokens") or 0
+    return usage(
+        input_tokens=(attr(raw, "input_tokens") or 0) + read + write,
+        cached_tokens=read,
+        cache_write_tokens=write,
+        output_tokens=attr(raw, "output_tokens"),
+    )
+
+
+_BY_TYPE = {
+    "authentication_error": "invalid_key",
+    "permission_error": "permission_denied",
+    "rate_limit_error": "rate_limited",
+    "overloaded_error": "overloaded",
+    "api_error": "unavailable",
+    "timeout_error": "timeout",
+    "request_too_large": "context_too_long",
+    "not_found_error": "bad_request",
+}
+
+_STOP: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "max_tokens",
+    "refusal": "content_filter",
+}
+
+
+def map_anthropic_error(exc: BaseException) -> ProviderError | None:
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderError("timeout")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ProviderError("unavailable")
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        kind = attr(exc.body, "error", "type") or attr(exc.body, "type")
+        message = str(attr(exc.body, "error", "message") or "")
+        if kind == "invalid_request_error":
+            if "prompt is too long" in message:
+                return ProviderError("context_too_long", status=status)
+            if "credit balance" in message:
+                return ProviderError("insufficient_quota", status=status)
+            return ProviderError("bad_request", status=status)
+        code = "overloaded" if status in (503, 529) else _BY_TYPE.get(kind or "")
+        if code is None:
+            if status == 401:
+                code = "invalid_key"
+            elif status == 429:
+                code = "rate_limited"
+            elif status in (503, 529):
+                code = "overloaded"
+            elif status >= 500:
+                code = "unavailable"
+            else:
+                code = "bad_request"
+        after = retry_after(exc.response.headers) if code == "rate_limited" else None
+        return ProviderError(code, retry_after=after, status=status)  # type: ignore[arg-type]
+    if isinstance(exc, anthropic.APIError):
+        return ProviderError("unavailable")
+    if isinstance(exc, httpx2.TimeoutException):
+        return ProviderError("timeout")
+    if isinstance(exc, httpx2.TransportError):
+        return ProviderError("unavailable")
+    return None
+
+
+class AnthropicProvider(Provider):
+    name = "anthropic"
+    label = "Anthropic"
+
+    def server_credentials(self) -> Credentials | None:
+        key = settings.ANTHROPIC_API_KEY
+        return Credentials(key, settings.ANTHROPIC_BASE_URL, "server") if key else None
+
+    def map_error(self, exc: BaseException) -> ProviderError | None:
+        return map_anthropic_error(exc)
+
+    async def _check_key(self, creds: Credentials) -> None:
+        await clients.anthropic_client(creds).models.list(limit=1)
+
+    async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            # Required by Anthropic.
+            "max_tokens": request.max_output_tokens or settings.DEFAULT_MAX_OUTPUT_TOKENS,
+            "stream": True,
+        }
+        if request.system:
+            params["system"] = request.system
+        if request.temperature is not None:
+            # The 1.x+ SDK takes temperature only as an extra body field.
+            params["extra_body"] = {"temperature": request.temperature}
+        stream = await clients.anthropic_client(creds).messages.create(**params)
+        totals: dict[str, Any] = {}
+        stop = ""
+        try:
+            async with stream:
+                async for event in stream:
+                    kind = event.type
+                    if kind == "message_start":
+                        totals.update(_counts(event.message.usage))
+                    elif kind == "content_block_delta" and event.delta.type == "text_delta":
+                        yield TextDelta(event.delta.text)
+                    elif kind == "message_delta":
+                        # Cumulative: replace, never add.
+                        totals.update(_counts(event.usage))
+                        stop = event.delta.stop_reason or stop
+        except Exception:
+            # The input (and any output) the provider counted before failing.
+            if totals:
+                yield UsageReport(usage_from_anthropic(totals))
+            raise
+        if totals:
+            yield UsageReport(usage_from_anthropic(totals))
+        yield Finish(_STOP.get(stop, "other"), raw=stop)
+
+
+def _counts(raw: Any) -> dict[str, Any]:
+    names = (
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+    )
+    return {n: attr(raw, n) for n in names if attr(raw, n) is not None}

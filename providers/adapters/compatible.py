@@ -1,0 +1,95 @@
+"""Any OpenAI-compatible server (Ollama, vLLM, OpenRouter, Groq, ...), through
+Chat Completions with `stream_options.include_usage`.
+
+The user may point it at their own server (a base URL saved with their key), so its
+requests go through the SSRF-checking client. Usage: `prompt_tokens` include the
+cached ones, `completion_tokens` the reasoning ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+
+from providers import clients
+from providers.adapters._util import attr, usage
+from providers.adapters.openai import map_openai_error
+from providers.base import (
+    ChatRequest,
+    Credentials,
+    Event,
+    Finish,
+    FinishReason,
+    Provider,
+    ProviderError,
+    TextDelta,
+    Usage,
+    UsageReport,
+)
+
+
+def usage_from_chat(raw: Any) -> Usage:
+    return usage(
+        input_tokens=attr(raw, "prompt_tokens"),
+        cached_tokens=attr(raw, "prompt_tokens_details", "cached_tokens"),
+        output_tokens=attr(raw, "completion_tokens"),
+        reasoning_tokens=attr(raw, "completion_tokens_details", "reasoning_tokens"),
+    )
+
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "max_tokens",
+    "content_filter": "content_filter",
+}
+
+
+class CompatibleProvider(Provider):
+    name = "compatible"
+    label = "OpenAI-compatible"
+    user_base_url = True
+
+    def server_credentials(self) -> Credentials | None:
+        # The operator's own OpenAI-compatible endpoint, if any (trusted).
+        base = settings.COMPATIBLE_BASE_URL
+        return Credentials(settings.COMPATIBLE_API_KEY, base, "server") if base else None
+
+    def map_error(self, exc: BaseException) -> ProviderError | None:
+        return map_openai_error(exc)
+
+    def _client(self, creds: Credentials) -> Any:
+        # Only a user's URL needs the connect-time check; the operator's is trusted.
+        return clients.openai_client(creds, user_base_url=creds.key_source == "user")
+
+    async def _check_key(self, creds: Credentials) -> None:
+        await self._client(creds).models.list()
+
+    async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
+        messages: list[dict[str, str]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages += [{"role": m.role, "content": m.content} for m in request.messages]
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.max_output_tokens:
+            params["max_tokens"] = request.max_output_tokens
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        stream = await self._client(creds).chat.completions.create(**params)
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    yield UsageReport(usage_from_chat(chunk.usage))
+                for choice in chunk.choices or []:
+                    text = attr(choice, "delta", "content")
+                    if text:
+                        yield TextDelta(text)
+                    if choice.finish_reason:
+                        reason = choice.finish_reason
+                        yield Finish(_FINISH.get(reason, "other"), raw=reason)

@@ -1,0 +1,152 @@
+"""OpenAI, through the Responses API (store=False: the full history goes each turn).
+
+Usage convention: `input_tokens` include the cached ones
+(`input_tokens_details.cached_tokens`), `output_tokens` include the reasoning ones
+(`output_tokens_details.reasoning_tokens`) — already our normalized form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import openai
+from django.conf import settings
+
+from providers import clients
+from providers.adapters._util import attr, retry_after, usage
+from providers.base import (
+    ChatRequest,
+    Credentials,
+    Event,
+    Finish,
+    FinishReason,
+    Provider,
+    ProviderError,
+    TextDelta,
+    Usage,
+    UsageReport,
+)
+from providers.urlsafety import UnsafeURLError
+
+
+def usage_from_responses(raw: Any) -> Usage:
+    return usage(
+        input_tokens=attr(raw, "input_tokens"),
+        cached_tokens=attr(raw, "input_tokens_details", "cached_tokens"),
+        output_tokens=attr(raw, "output_tokens"),
+        reasoning_tokens=attr(raw, "output_tokens_details", "reasoning_tokens"),
+    )
+
+
+def map_openai_error(exc: BaseException) -> ProviderError | None:
+    """OpenAI's exceptions (and those of OpenAI-compatible servers) as ProviderError."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError("timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        if _refused_as_unsafe(exc):
+            return ProviderError("unsafe_url")
+        return ProviderError("unavailable")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        code = attr(exc.body, "code") or attr(exc.body, "error", "code")
+        kind = attr(exc.body, "type") or attr(exc.body, "error", "type")
+        if status == 401:
+            return ProviderError("invalid_key", status=status)
+        if status == 403:
+            return ProviderError("permission_denied", status=status)
+        if status == 429:
+            if "insufficient_quota" in (code, kind):
+                return ProviderError("insufficient_quota", status=status)
+            return ProviderError(
+                "rate_limited", retry_after=retry_after(exc.response.headers), status=status
+            )
+        if code == "context_length_exceeded":
+            return ProviderError("context_too_long", status=status)
+        if 300 <= status < 400:
+            # A redirect is never followed (it could point anywhere).
+            return ProviderError("unavailable", "The provider answered with a redirect.")
+        if status in (503, 529):
+            return ProviderError("overloaded", status=status)
+        if status >= 500:
+            return ProviderError("unavailable", status=status)
+        if status == 404:
+            return ProviderError("bad_request", "The provider does not know this model.")
+        return ProviderError("bad_request", status=status)
+    if isinstance(exc, openai.APIError):
+        # An error inside a stream that had started (no HTTP status).
+        return ProviderError("unavailable")
+    if isinstance(exc, httpx2.TimeoutException):
+        return ProviderError("timeout")
+    if isinstance(exc, httpx2.TransportError):
+        return ProviderError("unavailable")
+    return None
+
+
+def _refused_as_unsafe(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, UnsafeURLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+_INCOMPLETE: dict[str, FinishReason] = {
+    "max_output_tokens": "max_tokens",
+    "content_filter": "content_filter",
+}
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+    label = "OpenAI"
+
+    def server_credentials(self) -> Credentials | None:
+        key = settings.OPENAI_API_KEY
+        return Credentials(key, settings.OPENAI_BASE_URL, "server") if key else None
+
+    def map_error(self, exc: BaseException) -> ProviderError | None:
+        return map_openai_error(exc)
+
+    async def _check_key(self, creds: Credentials) -> None:
+        await clients.openai_client(creds).models.list()
+
+    async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
+        params: dict[str, Any] = {
+            "model": request.model,
+            "input": [{"role": m.role, "content": m.content} for m in request.messages],
+            "store": False,
+            "stream": True,
+        }
+        if request.system:
+            params["instructions"] = request.system
+        if request.max_output_tokens:
+            params["max_output_tokens"] = request.max_output_tokens
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        stream = await clients.openai_client(creds).responses.create(**params)
+        async with stream:
+            async for event in stream:
+                kind = event.type
+                if kind == "response.output_text.delta":
+                    yield TextDelta(event.delta)
+                elif kind in ("response.completed", "response.incomplete"):
+                    response = event.response
+                    if response.usage is not None:
+                        yield UsageReport(usage_from_responses(response.usage))
+                    reason = attr(response, "incomplete_details", "reason")
+                    yield Finish(_INCOMPLETE.get(reason or "", "stop"), raw=reason or "")
+                elif kind == "response.failed":
+                    response = event.response
+                    if response.usage is not None:
+                        yield UsageReport(usage_from_responses(response.usage))
+                    code = attr(response, "error", "code")
+                    raise ProviderError(
+                        "overloaded" if code == "server_is_overloaded" else "unavailable"
+                    )
+                elif kind == "error":
+                    raise ProviderError(
+                        "rate_limited" if event.code == "rate_limit_exceeded" else "unavailable"
+                    )

@@ -1,0 +1,359 @@
+"""The one interface every provider adapter implements.
+
+An adapter turns a `ChatRequest` into an async stream of events — text deltas, the
+usage the provider reported, the finish reason, or an error — over the vendor's
+official SDK. `Provider.stream()` wraps each adapter with what they all share:
+retries before the first token, first-token and idle timeouts, and error mapping
+to one `ProviderError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: list[ChatMessage]
+    system: str = ""
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a call is made with. `__repr__` never shows the key."""
+
+    api_key: str = field(repr=False)
+    base_url: str = ""
+    key_source: Literal["user", "server", "none"] = "user"
+
+    def __repr__(self) -> str:
+        return f"Credentials(base_url={self.base_url!r}, key_source={self.key_source!r})"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as the provider reported them, normalized across vendors.
+
+    input_tokens: every input token billed, cached ones included.
+    cached_tokens: the part of the input read from cache.
+    cache_write_tokens: the part of the input written to cache (Anthropic).
+    output_tokens: every output token billed, reasoning/thinking included.
+    reasoning_tokens: the part of the output spent reasoning.
+    """
+
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.input_tokens, self.cached_tokens, self.cache_write_tokens) < 0:
+            raise ValueError("token counts cannot be negative")
+        if self.cached_tokens + self.cache_write_tokens > self.input_tokens:
+            raise ValueError("cached and cache-write tokens are part of the input")
+        if not 0 <= self.reasoning_tokens <= self.output_tokens:
+            raise ValueError("reasoning tokens are part of the output")
+
+
+ErrorCode = Literal[
+    "invalid_key",
+    "permission_denied",
+    "insufficient_quota",
+    "rate_limited",
+    "overloaded",
+    "context_too_long",
+    "timeout",
+    "unavailable",
+    "bad_request",
+    "content_filtered",
+    "unsafe_url",
+]
+
+_MESSAGES: dict[str, str] = {
+    "invalid_key": "The provider rejected the API key. Check it on the keys page.",
+    "permission_denied": "This API key is not allowed to use this model.",
+    "insufficient_quota": (
+        "The provider says this account is out of credit or quota. Check its billing."
+    ),
+    "rate_limited": "The provider is rate-limiting this key. Try again shortly.",
+    "overloaded": "The provider is overloaded right now. Try again in a moment.",
+    "context_too_long": (
+        "The conversation is too long for this model. Start a new one or pick a model "
+        "with a larger context window."
+    ),
+    "timeout": "The provider took too long to answer.",
+    "unavailable": "The provider could not be reached or had an internal error.",
+    "bad_request": "The provider refused the request as invalid.",
+    "content_filtered": "The provider stopped the reply with its content filter.",
+    "unsafe_url": "This base URL is not allowed.",
+}
+
+# Worth another try before the first token; the rest fail the same way again.
+RETRYABLE: frozenset[str] = frozenset({"rate_limited", "overloaded", "unavailable", "timeout"})
+
+
+class ProviderError(Exception):
+    """Any failure talking to a provider, with a stable code and a message a user
+    understands. Built from our own text, never the vendor's (which may echo part
+    of the key)."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str | None = None,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message or _MESSAGES[code]
+        self.retry_after = retry_after
+        self.status = status
+        super().__init__(self.message)
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE
+
+    def __repr__(self) -> str:
+        return f"ProviderError({self.code!r}, status={self.status!r})"
+
+
+# --- Events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """The provider's usage. `final` is False when the stream broke off and this is
+    the last count the provider sent before that."""
+
+    usage: Usage
+    final: bool = True
+
+
+FinishReason = Literal["stop", "max_tokens", "content_filter", "other"]
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: FinishReason
+    raw: str = ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    error: ProviderError
+
+
+Event = TextDelta | UsageReport | Finish | Failure
+
+
+# --- The interface ------------------------------------------------------------
+
+
+class Provider(ABC):
+    name: ClassVar[str]
+    label: ClassVar[str]
+    needs_key: ClassVar[bool] = True
+    # Only the compatible provider lets a user point it at their own server.
+    user_base_url: ClassVar[bool] = False
+
+    @abstractmethod
+    def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
+        """The vendor call: yield events; raise vendor exceptions as they come."""
+
+    @abstractmethod
+    async def _check_key(self, creds: Credentials) -> None:
+        """A cheap authenticated call (listing models); raise on failure."""
+
+    @abstractmethod
+    def map_error(self, exc: BaseException) -> ProviderError | None:
+        """The vendor exception as a ProviderError, or None if it is not one of ours."""
+
+    def server_credentials(self) -> Credentials | None:
+        """The operator's key for this provider, if configured."""
+        return None
+
+    async def check_key(self, creds: Credentials) -> None:
+        """Raise ProviderError unless the key works."""
+        try:
+            async with asyncio.timeout(settings.PROVIDER_CONNECT_TIMEOUT * 3):
+                await self._check_key(creds)
+        except ProviderError:
+            raise
+        except TimeoutError as exc:
+            raise ProviderError("timeout") from exc
+        except Exception as exc:
+            raise self.as_provider_error(exc) from exc
+
+    def stream(self, request: ChatRequest, creds: Credentials) -> ChatStream:
+        """The reply as events; see ChatStream."""
+        return ChatStream(self, request, creds)
+
+    async def timed(self, events: AsyncIterator[Event]) -> AsyncGenerator[Event]:
+        # The first token may take long (reasoning models); after it, a silent
+        # stream is a stuck one. Both limits come from settings.
+        iterator = aiter(events)
+        limit = settings.PROVIDER_FIRST_TOKEN_TIMEOUT
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(limit):
+                        event = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as exc:
+                    raise ProviderError("timeout") from exc
+                if isinstance(event, TextDelta):
+                    limit = settings.PROVIDER_IDLE_TIMEOUT
+                yield event
+        finally:
+            # Closing the adapter's generator closes the SDK stream and its connection.
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def as_provider_error(self, exc: BaseException) -> ProviderError:
+        if isinstance(exc, ProviderError):
+            return exc
+        mapped = self.map_error(exc)
+        if mapped is not None:
+            return mapped
+        # An unexpected failure: log its type only (its text could hold anything).
+        logger.error(
+            "provider call failed unexpectedly",
+            extra={"provider": self.name, "error_type": type(exc).__name__},
+        )
+        return ProviderError("unavailable")
+
+    def should_retry(self, error: ProviderError, attempt: int) -> bool:
+        if not error.retryable or attempt >= settings.PROVIDER_MAX_RETRIES:
+            return False
+        # A long Retry-After is the user's to wait for, not ours.
+        return error.retry_after is None or error.retry_after <= settings.PROVIDER_MAX_RETRY_WAIT
+
+    def backoff(self, error: ProviderError, attempt: int) -> float:
+        if error.retry_after is not None:
+            return float(error.retry_after)
+        base = settings.PROVIDER_RETRY_BACKOFF * 2 ** (attempt - 1)
+        return float(base * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+
+
+class ChatStream:
+    """One reply, as an async iterator of events.
+
+    Yields TextDelta events as they arrive, then exactly one of:
+    - UsageReport(final=True) (when the provider reported usage) and Finish, or
+    - UsageReport(final=False) (when some usage was reported before the failure)
+      and Failure.
+
+    Failures before the first token that are worth another try (rate limits,
+    overload, 5xx, timeouts) are retried, up to PROVIDER_MAX_RETRIES; usage billed
+    by a failed attempt is added to the total. `usage` holds the latest total at
+    any time, so a caller that stops early (the user pressed Stop) still has what
+    the provider reported so far. Stopping early, or `aclose()`, closes the
+    upstream connection.
+    """
+
+    def __init__(self, provider: Provider, request: ChatRequest, creds: Credentials) -> None:
+        self.provider = provider
+        self.request = request
+        self.creds = creds
+        self.usage: Usage | None = None
+        self.attempts = 0
+        self._events = self._run()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+    async def __aenter__(self) -> ChatStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _run(self) -> AsyncGenerator[Event]:
+        provider = self.provider
+        billed: Usage | None = None  # what earlier, failed attempts were billed
+        while True:
+            self.attempts += 1
+            started = False
+            finish: Finish | None = None
+            try:
+                # aclosing: when our caller stops early (a client disconnect), the
+                # SDK stream and its connection close now, not at garbage collection.
+                raw = provider.timed(provider._events(self.request, self.creds))
+                async with aclosing(raw) as events:
+                    async for event in events:
+                        if isinstance(event, UsageReport):
+                            # Reports within an attempt are cumulative: latest wins.
+                            self.usage = _add(billed, event.usage)
+                        elif isinstance(event, Finish):
+                            finish = event
+                        else:
+                            if isinstance(event, TextDelta) and event.text:
+                                started = True
+                            yield event
+                if self.usage is not None:
+                    yield UsageReport(self.usage, final=True)
+                yield finish or Finish("stop")
+                return
+            except Exception as exc:
+                error = provider.as_provider_error(exc)
+            billed = self.usage
+            attempt = self.attempts - 1
+            if not started and provider.should_retry(error, attempt):
+                delay = provider.backoff(error, attempt + 1)
+                logger.info(
+                    "provider retry",
+                    extra={"provider": provider.name, "code": error.code, "attempt": attempt + 1},
+                )
+                await asyncio.sleep(delay)
+                continue
+            if self.usage is not None:
+                yield UsageReport(self.usage, final=False)
+            yield Failure(error)
+            return
+
+
+def _add(a: Usage | None, b: Usage) -> Usage:
+    if a is None:
+        return b
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        cached_tokens=a.cached_tokens + b.cached_tokens,
+        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
+    )

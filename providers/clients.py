@@ -1,0 +1,158 @@
+"""The one place where provider HTTP clients are built.
+
+Every SDK client gets the same explicit timeouts, no redirects and no SDK retries
+(`Provider.stream` retries, only before the first token and never on 4xx or an
+exhausted quota — the SDKs would retry `insufficient_quota` 429s). The underlying
+`httpx2` clients, with their connection pools and TLS contexts, are shared per event
+loop; SDK clients, and the httpx2 clients they hold, are cheap wrappers made per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import TYPE_CHECKING
+
+import httpx2
+from django.conf import settings
+
+from providers.base import Credentials
+from providers.urlsafety import SafeAsyncTransport
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
+    from google import genai
+
+_pools: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, httpx2.AsyncBaseTransport]
+] = weakref.WeakKeyDictionary()
+_sync_client: httpx2.Client | None = None
+_lock = threading.Lock()
+
+
+def timeout() -> httpx2.Timeout:
+    read = max(settings.PROVIDER_FIRST_TOKEN_TIMEOUT, settings.PROVIDER_IDLE_TIMEOUT)
+    return httpx2.Timeout(
+        connect=settings.PROVIDER_CONNECT_TIMEOUT,
+        read=read,
+        write=30.0,
+        pool=settings.PROVIDER_CONNECT_TIMEOUT,
+    )
+
+
+def _transport(kind: str) -> httpx2.AsyncBaseTransport:
+    """The connection pool for this event loop: "operator" URLs, or "user" URLs
+    (checked against private and reserved networks at connect time)."""
+    loop = asyncio.get_running_loop()
+    transports = _pools.setdefault(loop, {})
+    transport = transports.get(kind)
+    if transport is None:
+        limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+        if kind == "user":
+            transport = SafeAsyncTransport(
+                allowed=list(settings.ALLOWED_PRIVATE_BASE_URLS), limits=limits
+            )
+        else:
+            transport = httpx2.AsyncHTTPTransport(limits=limits)
+        transports[kind] = transport
+    return transport
+
+
+def http_client(
+    *, user_base_url: bool = False, recorder: ResponseRecorder | None = None
+) -> httpx2.AsyncClient:
+    """An async HTTP client over this loop's shared connection pool.
+
+    `user_base_url`: the URL came from a user (DNS-rebinding-safe pool).
+    `recorder`: remember every response, so the call can close them itself.
+    """
+    transport = _transport("user" if user_base_url else "operator")
+    if recorder is not None:
+        transport = recorder.wrap(transport)
+    # Cheap: with a transport given, no TLS context or pool is created here.
+    return httpx2.AsyncClient(transport=transport, timeout=timeout(), follow_redirects=False)
+
+
+class ResponseRecorder:
+    """Closes the responses of one call, for SDKs whose streams do not close their
+    HTTP response when the caller stops early (google-genai)."""
+
+    def __init__(self) -> None:
+        self.responses: list[httpx2.Response] = []
+
+    def wrap(self, transport: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
+        return _RecordingTransport(transport, self)
+
+    async def aclose(self) -> None:
+        for response in self.responses:
+            await response.aclose()
+        self.responses.clear()
+
+
+class _RecordingTransport(httpx2.AsyncBaseTransport):
+    def __init__(self, inner: httpx2.AsyncBaseTransport, recorder: ResponseRecorder) -> None:
+        self.inner = inner
+        self.recorder = recorder
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.inner.handle_async_request(request)
+        self.recorder.responses.append(response)
+        return response
+
+    async def aclose(self) -> None:
+        # The pool is shared: closing one call's client must not close it.
+        pass
+
+
+def _sync_http_client() -> httpx2.Client:
+    # google-genai builds a sync client too unless given one; share one that is
+    # never used, rather than pay for a TLS context on every call.
+    global _sync_client
+    with _lock:
+        if _sync_client is None:
+            _sync_client = httpx2.Client(timeout=timeout(), follow_redirects=False)
+        return _sync_client
+
+
+def openai_client(creds: Credentials, *, user_base_url: bool = False) -> openai.AsyncOpenAI:
+    import openai
+
+    return openai.AsyncOpenAI(
+        api_key=creds.api_key,
+        base_url=creds.base_url or None,
+        http_client=http_client(user_base_url=user_base_url),
+        max_retries=0,
+        timeout=timeout(),
+    )
+
+
+def anthropic_client(creds: Credentials) -> anthropic.AsyncAnthropic:
+    import anthropic
+
+    return anthropic.AsyncAnthropic(
+        api_key=creds.api_key,
+        base_url=creds.base_url or None,
+        http_client=http_client(),
+        max_retries=0,
+        timeout=timeout(),
+    )
+
+
+def google_client(creds: Credentials, *, recorder: ResponseRecorder | None = None) -> genai.Client:
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(
+        api_key=creds.api_key,
+        http_options=types.HttpOptions(
+            base_url=creds.base_url or None,
+            api_version="v1beta",
+            timeout=int(timeout().read * 1000),  # type: ignore[operator]
+            # One attempt: retries are Provider.stream's, the same for every vendor.
+            retry_options=types.HttpRetryOptions(attempts=1),
+            httpx_client=_sync_http_client(),
+            httpx_async_client=http_client(recorder=recorder),
+        ),
+    )
