@@ -414,3 +414,4 @@ DEFAULT_MAX_OUTPUT_TOKENS = env.int("DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
 # --- Site -----------------------------------------------------------------------
 
 SITE_NAME = env.str("SITE_NAME", default="llmchat")
+CSRF_FAILURE_VIEW = "llmchat.api.csrf_failure"

@@ -11,6 +11,7 @@ admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-a
 urlpatterns = [
     path("", include("conversations.urls")),
     path("keys/", include("providers.urls")),
+    path("api/", include("providers.api_urls")),
     path("prices/", include("pricing.urls")),
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),

@@ -47,9 +47,13 @@ class KeyTestResult:
     message: str = ""
 
 
+def _invalid(field: str, message: str, code: str) -> ValidationError:
+    return ValidationError({field: ValidationError(message, code=code)})
+
+
 def _provider_for_keys(provider: str) -> str:
     if provider not in registry.key_providers():
-        raise ValidationError({"provider": "Unknown provider."}, code="unknown_provider")
+        raise _invalid("provider", "Unknown provider.", "unknown_provider")
     return provider
 
 
@@ -57,13 +61,11 @@ def _provider_for_keys(provider: str) -> str:
 def _clean_key(key: str) -> str:
     key = (key or "").strip()
     if not key:
-        raise ValidationError({"key": "Enter an API key."}, code="required")
+        raise _invalid("key", "Enter an API key.", "required")
     if len(key) > MAX_KEY_LENGTH:
-        raise ValidationError({"key": "That is too long to be an API key."}, code="too_long")
+        raise _invalid("key", "That is too long to be an API key.", "too_long")
     if any(ch.isspace() or not ch.isprintable() for ch in key):
-        raise ValidationError(
-            {"key": "An API key has no spaces or line breaks."}, code="invalid_key_format"
-        )
+        raise _invalid("key", "An API key has no spaces or line breaks.", "invalid_key_format")
     return key
 
 
@@ -71,20 +73,20 @@ def _clean_base_url(provider: str, base_url: str) -> str:
     base_url = (base_url or "").strip()
     if provider != "compatible":
         if base_url:
-            raise ValidationError(
-                {"base_url": "Only the OpenAI-compatible provider takes a base URL."},
-                code="base_url_not_allowed",
+            raise _invalid(
+                "base_url",
+                "Only the OpenAI-compatible provider takes a base URL.",
+                "base_url_not_allowed",
             )
         return ""
     if not base_url:
-        raise ValidationError(
-            {"base_url": "Enter the base URL of your OpenAI-compatible server."},
-            code="required",
+        raise _invalid(
+            "base_url", "Enter the base URL of your OpenAI-compatible server.", "required"
         )
     try:
         return validate_base_url(base_url)
     except UnsafeURLError as exc:
-        raise ValidationError({"base_url": str(exc)}, code="unsafe_url") from None
+        raise _invalid("base_url", str(exc), "unsafe_url") from None
 
 
 def provider_key_get(*, user: User, provider: str) -> ProviderKey | None:

@@ -66,7 +66,11 @@ def map_openai_error(exc: BaseException) -> ProviderError | None:
             return ProviderError("context_too_long", status=status)
         if 300 <= status < 400:
             # A redirect is never followed (it could point anywhere).
-            return ProviderError("unavailable", "The provider answered with a redirect.")
+            return ProviderError(
+                "bad_request",
+                "The server answered with a redirect, which is not followed. Check the base URL.",
+                status=status,
+            )
         if status in (503, 529):
             return ProviderError("overloaded", status=status)
         if status >= 500:
