@@ -1,0 +1,73 @@
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from pricing.models import ModelPrice
+
+
+def form_data(price: ModelPrice, **changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for field in ModelPrice._meta.fields:
+        if field.name in ("id", "created"):
+            continue
+        value = getattr(price, field.name)
+        if field.name == "effective_from":
+            data["effective_from_0"] = value.strftime("%Y-%m-%d")
+            data["effective_from_1"] = value.strftime("%H:%M:%S")
+            continue
+        if isinstance(value, bool):
+            if value:
+                data[field.name] = "on"
+            continue
+        data[field.name] = "" if value is None else value
+    data.update(changes)
+    return data
+
+
+@pytest.mark.django_db
+def test_the_list_shows_the_newest_price_per_model_with_search_and_filters(
+    client: Client, staff: Any
+) -> None:
+    client.force_login(staff)
+    page = client.get("/admin/pricing/modelprice/?provider__exact=anthropic&q=sonnet")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "claude-sonnet-4-5" in html
+    assert "gpt-4o" not in html
+    assert client.get("/admin/pricing/modelprice/?active__exact=1").status_code == 200
+    assert client.get("/admin/pricing/modelprice/?rows=all").status_code == 200
+
+
+@pytest.mark.django_db
+def test_editing_a_price_creates_a_new_row_and_keeps_the_old_one(
+    client: Client, staff: Any
+) -> None:
+    client.force_login(staff)
+    old = ModelPrice.objects.get(provider="openai", model="gpt-4o")
+    response = client.post(
+        f"/admin/pricing/modelprice/{old.pk}/change/",
+        form_data(old, input_per_mtok="2.000000"),
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    rows = ModelPrice.objects.filter(provider="openai", model="gpt-4o").order_by("effective_from")
+    assert [r.input_per_mtok for r in rows] == [Decimal("2.5"), Decimal("2")]
+    old.refresh_from_db()
+    assert old.input_per_mtok == Decimal("2.5")
+
+    history = client.get(f"/admin/pricing/modelprice/{rows[1].pk}/change/").content.decode()
+    assert "2.500000" in history
+    assert "current" in history
+
+
+@pytest.mark.django_db
+def test_editing_other_fields_changes_the_row_in_place(client: Client, staff: Any) -> None:
+    client.force_login(staff)
+    price = ModelPrice.objects.get(provider="openai", model="gpt-4o")
+    data = form_data(price)
+    data.pop("active")
+    client.post(f"/admin/pricing/modelprice/{price.pk}/change/", data)
+    assert ModelPrice.objects.filter(provider="openai", model="gpt-4o").count() == 1
+    price.refresh_from_db()
+    assert price.active is False
