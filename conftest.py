@@ -147,3 +147,13 @@ def mock_provider(mock_server: Any, settings: Any) -> Any:
     settings.PROVIDER_RETRY_BACKOFF = 0.01
     settings.DEMO_TOKEN_DELAY = 0
     return mock_server.app
+
+
+@pytest.fixture
+def prices(db: None) -> None:
+    """The shipped price table. Migrations load it, but transactional tests flush
+    the tables after themselves; load it again (it is idempotent)."""
+    from pricing.models import ModelPrice
+    from pricing.sources import load_fixture
+
+    load_fixture(ModelPrice)

@@ -1,1 +1,173 @@
-# Models arrive with their issues; see docs/architecture.md.
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+
+class Status(models.TextChoices):
+    GENERATING = "generating", "generating"
+    COMPLETE = "complete", "complete"
+    PARTIAL = "partial", "partial"  # the provider failed or went silent mid-reply
+    ERROR = "error", "error"  # nothing usable came back
+    STOPPED = "stopped", "stopped"  # the user pressed Stop (or went away)
+
+
+class KeySource(models.TextChoices):
+    USER = "user", "user's key"
+    SERVER = "server", "server key"
+    NONE = "none", "no key"
+
+
+class ConversationQuerySet(models.QuerySet["Conversation"]):
+    def for_user(self, user: User) -> ConversationQuerySet:
+        return self.filter(user=user)
+
+
+class Conversation(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=200)
+    system_prompt = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(default=timezone.now)
+    # While a reply streams, the conversation is taken until this time: a second
+    # send gets 409 instead of forking the history. Expires on its own if the
+    # process streaming it died.
+    busy_until = models.DateTimeField(null=True, blank=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-updated"])]
+        ordering = ["-updated"]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=10, choices=[("user", "user"), ("assistant", "assistant")])
+    content = models.TextField(blank=True)
+    # The sanitized HTML of the content, rendered once when the reply is final.
+    html = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
+    provider = models.CharField(max_length=20, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    key_source = models.CharField(max_length=10, choices=KeySource.choices, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    usage_estimated = models.BooleanField(default=False)
+    cost = models.DecimalField(max_digits=18, decimal_places=6, null=True, blank=True)
+    price = models.ForeignKey(
+        "pricing.ModelPrice", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+    client_message_id = models.CharField(max_length=64, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_message_id"],
+                condition=~Q(client_message_id=""),
+                name="one_message_per_client_id",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["status", "created"],
+                condition=Q(status="generating"),
+                name="generating_messages",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} message {self.pk}"
+
+    @property
+    def unpriced(self) -> bool:
+        return self.role == "assistant" and self.cost is None and self.status != "generating"
+
+
+class UsageRecordQuerySet(models.QuerySet["UsageRecord"]):
+    def for_user(self, user: User) -> UsageRecordQuerySet:
+        return self.filter(user=user)
+
+    def between(self, since: object = None, until: object = None) -> UsageRecordQuerySet:
+        qs = self
+        if since is not None:
+            qs = qs.filter(created__gte=since)
+        if until is not None:
+            qs = qs.filter(created__lt=until)
+        return qs
+
+    def this_month(self) -> UsageRecordQuerySet:
+        start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return self.filter(created__gte=start)
+
+
+class UsageRecord(models.Model):
+    """The ledger: one row per provider call, kept when the conversation or the
+    message goes, because operators bill from it. The cost is the one computed at
+    call time."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    # Who it was, should the account be deleted later.
+    user_email = models.CharField(max_length=254)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    message = models.ForeignKey(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=200)
+    key_source = models.CharField(max_length=10, choices=KeySource.choices)
+    input_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=18, decimal_places=6, null=True, blank=True)
+    unpriced = models.BooleanField(default=False)
+    estimated = models.BooleanField(default=False)
+    price = models.ForeignKey(
+        "pricing.ModelPrice", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    outcome = models.CharField(max_length=12, choices=Status.choices)
+    created = models.DateTimeField(default=timezone.now)
+
+    objects = UsageRecordQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            models.Index(fields=["user", "created"]),
+            models.Index(fields=["created"]),
+            models.Index(fields=["provider", "model", "created"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model} {self.created:%Y-%m-%d %H:%M}"

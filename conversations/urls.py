@@ -5,5 +5,6 @@ from conversations import views
 app_name = "conversations"
 urlpatterns = [
     path("", views.chat, name="chat"),
+    path("c/<int:pk>/", views.chat, name="conversation"),
     path("usage/", views.usage, name="usage"),
 ]

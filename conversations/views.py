@@ -1,13 +1,84 @@
+"""The chat and usage pages: server-rendered, with one small script for the chat."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
+
+from conversations import selectors, services
+from conversations.api import money
 
 
 @login_required
-def chat(request: HttpRequest) -> HttpResponse:
-    return render(request, "conversations/chat.html")
+def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    user: Any = request.user
+    detail = None
+    if pk is not None:
+        services.sweep_stale_streams(conversation_id=pk)
+        detail = selectors.conversation_detail(user, pk)
+    models = selectors.models_for_user(user)
+    picker = [
+        {
+            "provider": m.provider,
+            "provider_label": m.provider_label,
+            "model": m.model,
+            "name": m.name,
+            "input": money(m.input_per_mtok),
+            "cached": money(m.cached_input_per_mtok),
+            "output": money(m.output_per_mtok),
+            "available": m.available,
+        }
+        for m in models
+    ]
+    current = None
+    if detail is not None:
+        current = {"provider": detail.conversation.provider, "model": detail.conversation.model}
+    else:
+        first = next((m for m in models if m.available), None)
+        if first is not None:
+            current = {"provider": first.provider, "model": first.model}
+    return render(
+        request,
+        "conversations/chat.html",
+        {
+            "detail": detail,
+            "conversations": selectors.conversation_list(user)[:200],
+            "picker": picker,
+            "current": current,
+            "has_unavailable": any(not m.available for m in models),
+        },
+    )
 
 
 @login_required
 def usage(request: HttpRequest) -> HttpResponse:
-    return render(request, "conversations/usage.html")
+    user: Any = request.user
+    now = timezone.now()
+    since = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    summary = selectors.usage_summary(user, since, None)
+    days = summary["by_day"]
+    peak = max((d["cost"] for d in days), default=Decimal(0)) or Decimal(1)
+    chart = []
+    for i, d in enumerate(days):
+        # A bar in the 100-unit-high SVG; at least a sliver for a day with spend.
+        height = round(max(float(d["cost"] / peak * 100), 1.0 if d["cost"] else 0.0), 2)
+        chart.append(
+            {"day": d["day"], "cost": d["cost"], "x": i * 12, "y": 100 - height, "height": height}
+        )
+    return render(
+        request,
+        "conversations/usage.html",
+        {
+            "summary": summary,
+            "since": since,
+            "month_end": (since + timedelta(days=32)).replace(day=1),
+            "chart": chart,
+            "chart_width": max(len(chart), 1) * 12,
+        },
+    )

@@ -411,6 +411,16 @@ PROVIDER_RETRY_BACKOFF = env.float("PROVIDER_RETRY_BACKOFF", default=0.5)
 PROVIDER_MAX_RETRY_WAIT = env.float("PROVIDER_MAX_RETRY_WAIT", default=10.0)
 DEFAULT_MAX_OUTPUT_TOKENS = env.int("DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
 
+# --- Chat -------------------------------------------------------------------
+# A reply still "generating" after this long is taken for dead (its process
+# crashed) and closed by the sweeper; it is also how long a conversation stays
+# locked against a second send while a reply streams.
+CHAT_STREAM_MAX_SECONDS = env.int("CHAT_STREAM_MAX_SECONDS", default=600)
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=100_000)
+CHAT_MAX_SYSTEM_PROMPT_CHARS = env.int("CHAT_MAX_SYSTEM_PROMPT_CHARS", default=20_000)
+# Seconds between keep-alive comments on a quiet stream (proxies close idle ones).
+CHAT_HEARTBEAT_SECONDS = env.float("CHAT_HEARTBEAT_SECONDS", default=15.0)
+
 # --- Site -----------------------------------------------------------------------
 
 SITE_NAME = env.str("SITE_NAME", default="llmchat")

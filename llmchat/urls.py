@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("conversations.urls")),
     path("keys/", include("providers.urls")),
     path("api/", include("providers.api_urls")),
+    path("api/", include("conversations.api_urls")),
     path("prices/", include("pricing.urls")),
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),

@@ -1,0 +1,373 @@
+"""The chat JSON API (session auth + CSRF). The chat pages use it; the contract is
+documented in docs/api.md and kept stable.
+
+POST /api/chat streams the reply as Server-Sent Events from an async view:
+`start`, `delta`..., then `done` or `error`. Everything that can be refused is
+refused before the stream starts, as a JSON 4xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils import timezone
+
+from conversations import selectors, services
+from conversations.models import Conversation, Message, Status
+from llmchat.api import ApiError, api_view, error_response, read_json, string_field
+from providers import registry
+from providers.base import Failure, Finish, ProviderError, TextDelta
+
+logger = logging.getLogger(__name__)
+
+MAX_CHAT_BODY = 1024 * 1024
+CHECKPOINT_SECONDS = 2.0
+
+
+def money(value: Decimal | None) -> str | None:
+    """Money in JSON: a decimal string, never a float."""
+    return None if value is None else format(value, "f")
+
+
+def message_json(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.pk,
+        "role": m.role,
+        "content": m.content,
+        "html": m.html,
+        "status": m.status,
+        "provider": m.provider,
+        "model": m.model,
+        "key_source": m.key_source,
+        "input_tokens": m.input_tokens,
+        "cached_tokens": m.cached_tokens,
+        "output_tokens": m.output_tokens,
+        "reasoning_tokens": m.reasoning_tokens,
+        "usage_estimated": m.usage_estimated,
+        "cost": money(m.cost),
+        "unpriced": m.unpriced,
+        "error_code": m.error_code,
+        "error_message": m.error_message,
+        "created_at": m.created.isoformat(),
+    }
+
+
+def conversation_json(c: Conversation, total: Decimal, unpriced: int) -> dict[str, Any]:
+    return {
+        "id": c.pk,
+        "title": c.title,
+        "provider": c.provider,
+        "model": c.model,
+        "updated_at": c.updated.isoformat(),
+        "total_cost": money(total),
+        "unpriced_calls": unpriced,
+    }
+
+
+# --- POST /api/chat ---------------------------------------------------------------
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _chat_fields(data: dict[str, Any]) -> dict[str, Any]:
+    conversation = data.get("conversation")
+    if conversation is not None and (
+        isinstance(conversation, bool) or not isinstance(conversation, int)
+    ):
+        raise ApiError(
+            400, "invalid", "'conversation' must be an id or null.", field="conversation"
+        )
+    regenerate = data.get("regenerate", False)
+    if not isinstance(regenerate, bool):
+        raise ApiError(400, "invalid", "'regenerate' must be true or false.", field="regenerate")
+    system_prompt = data.get("system_prompt")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise ApiError(400, "invalid", "'system_prompt' must be a string.", field="system_prompt")
+    return {
+        "conversation_id": conversation,
+        "provider": string_field(data, "provider"),
+        "model": string_field(data, "model"),
+        "message": string_field(data, "message", required=not regenerate),
+        "system_prompt": system_prompt,
+        "client_message_id": string_field(data, "client_message_id", required=False),
+        "regenerate": regenerate,
+    }
+
+
+@api_view(["POST"])
+async def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    data = await sync_to_async(read_json)(request, max_bytes=MAX_CHAT_BODY)
+    fields = _chat_fields(data)
+    try:
+        turn = await sync_to_async(services.chat_start)(user=request.user, **fields)  # type: ignore[arg-type]
+    except services.ChatRefused as exc:
+        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+    response = StreamingHttpResponse(_stream(turn), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+_HEARTBEAT = object()
+
+
+async def _with_heartbeat(events: AsyncIterable[Any], every: float) -> AsyncIterator[Any]:
+    """The events, with a _HEARTBEAT whenever none came for `every` seconds."""
+    iterator = aiter(events)
+    pending: asyncio.Task[Any] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield _HEARTBEAT
+                continue
+            task, pending = pending, None
+            try:
+                yield task.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await pending
+
+
+async def _stream(turn: services.Turn) -> AsyncIterator[str]:
+    assistant = turn.assistant_message
+    yield _sse(
+        "start",
+        {
+            "conversation": turn.conversation.pk,
+            "user_message": turn.user_message.pk if turn.user_message else None,
+            "message": assistant.pk,
+            "title": turn.conversation.title,
+        },
+    )
+    if turn.replay:
+        if assistant.content:
+            yield _sse("delta", {"text": assistant.content})
+        yield _final_event(assistant)
+        return
+
+    provider = registry.get(turn.provider)
+    stream = provider.stream(turn.request, turn.creds)
+    parts: list[str] = []
+    status = Status.COMPLETE
+    error: ProviderError | None = None
+    started = time.monotonic()
+    ttft_ms: int | None = None
+    last_checkpoint = started
+
+    async def finish() -> Message:
+        await stream.aclose()  # ends the upstream call if it is still open
+        return await sync_to_async(services.chat_finish)(
+            turn=turn,
+            text="".join(parts),
+            status=status,
+            usage=stream.usage,
+            usage_final=error is None and status == Status.COMPLETE,
+            error=error,
+            ttft_ms=ttft_ms,
+            latency_ms=int((time.monotonic() - started) * 1000),
+        )
+
+    try:
+        async for event in _with_heartbeat(stream, settings.CHAT_HEARTBEAT_SECONDS):
+            if event is _HEARTBEAT:
+                yield ": keep-alive\n\n"
+            elif isinstance(event, TextDelta):
+                if ttft_ms is None:
+                    ttft_ms = int((time.monotonic() - started) * 1000)
+                parts.append(event.text)
+                yield _sse("delta", {"text": event.text})
+                now = time.monotonic()
+                if now - last_checkpoint > CHECKPOINT_SECONDS:
+                    last_checkpoint = now
+                    await sync_to_async(services.chat_checkpoint)(
+                        message_id=assistant.pk, text="".join(parts)
+                    )
+            elif isinstance(event, Finish) and event.reason == "content_filter":
+                error = ProviderError("content_filtered")
+                status = Status.PARTIAL if parts else Status.ERROR
+            elif isinstance(event, Failure):
+                error = event.error
+                status = Status.PARTIAL if parts else Status.ERROR
+    except BaseException:
+        # The client went away (Stop, a closed tab): keep what arrived, marked.
+        status = Status.STOPPED
+        error = None
+        # Shielded: the save must finish even though this task is being cancelled.
+        await asyncio.shield(asyncio.ensure_future(finish()))
+        raise
+    message = await finish()
+    yield _final_event(message)
+
+
+def _final_event(message: Message) -> str:
+    body = message_json(message)
+    if message.status in (Status.ERROR, Status.PARTIAL):
+        return _sse(
+            "error",
+            {
+                "code": message.error_code or "unavailable",
+                "message": message.error_message or "The reply failed.",
+                "message_id": message.pk,
+                **body,
+            },
+        )
+    return _sse("done", {"message": message.pk, **body})
+
+
+# --- Conversations ------------------------------------------------------------------
+
+
+@api_view(["GET"])
+def conversation_list(request: HttpRequest) -> JsonResponse:
+    q = request.GET.get("q", "")[:200]
+    conversations = selectors.conversation_list(request.user, q=q)  # type: ignore[arg-type]
+    return JsonResponse(
+        [conversation_json(c, c.total_cost, c.unpriced_calls) for c in conversations],  # type: ignore[attr-defined]
+        safe=False,
+    )
+
+
+@api_view(["GET", "PATCH", "DELETE"])
+def conversation_detail(request: HttpRequest, pk: int) -> JsonResponse:
+    user = request.user
+    try:
+        if request.method == "DELETE":
+            services.conversation_delete(user=user, pk=pk)  # type: ignore[arg-type]
+            return JsonResponse({"deleted": True})
+        if request.method == "PATCH":
+            data = read_json(request, max_bytes=16 * 1024)
+            services.conversation_rename(user=user, pk=pk, title=string_field(data, "title"))  # type: ignore[arg-type]
+        services.sweep_stale_streams(conversation_id=pk)
+        detail = selectors.conversation_detail(user, pk)  # type: ignore[arg-type]
+    except services.ChatRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
+    body = conversation_json(detail.conversation, detail.total_cost, detail.unpriced_calls)
+    body["system_prompt"] = detail.conversation.system_prompt
+    body["messages"] = [message_json(m) for m in detail.messages]
+    return JsonResponse(body)
+
+
+@api_view(["GET"])
+def conversation_export(request: HttpRequest, pk: int) -> HttpResponse:
+    fmt = request.GET.get("format", "md")
+    if fmt not in ("md", "json"):
+        raise ApiError(400, "invalid", "format is md or json.", field="format")
+    detail = selectors.conversation_detail(request.user, pk)  # type: ignore[arg-type]
+    c = detail.conversation
+    slug = f"conversation-{c.pk}"
+    if fmt == "json":
+        body = conversation_json(c, detail.total_cost, detail.unpriced_calls)
+        body["system_prompt"] = c.system_prompt
+        body["messages"] = [message_json(m) for m in detail.messages]
+        response: HttpResponse = JsonResponse(body, json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = f'attachment; filename="{slug}.json"'
+        return response
+    lines = [f"# {c.title or 'Conversation'}", ""]
+    if c.system_prompt:
+        lines += ["> System prompt:", *[f"> {line}" for line in c.system_prompt.splitlines()], ""]
+    for m in detail.messages:
+        if m.role == "user":
+            lines += ["## You", "", m.content, ""]
+        else:
+            cost = f"${m.cost}" if m.cost is not None else "unpriced"
+            meta = (
+                f"{m.provider}/{m.model} · {m.input_tokens} in ({m.cached_tokens} cached) · "
+                f"{m.output_tokens} out ({m.reasoning_tokens} reasoning) · {cost}"
+            )
+            if m.status != Status.COMPLETE:
+                meta += f" · {m.status}"
+            lines += [f"## Assistant ({meta})", "", m.content, ""]
+    lines += [f"Total: ${detail.total_cost}", ""]
+    response = HttpResponse("\n".join(lines), content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{slug}.md"'
+    return response
+
+
+# --- Models and usage -----------------------------------------------------------------
+
+
+@api_view(["GET"])
+def model_list(request: HttpRequest) -> JsonResponse:
+    choices = selectors.models_for_user(request.user)  # type: ignore[arg-type]
+    return JsonResponse(
+        [
+            {
+                "provider": c.provider,
+                "provider_label": c.provider_label,
+                "model": c.model,
+                "name": c.name,
+                "input_per_mtok": money(c.input_per_mtok),
+                "cached_input_per_mtok": money(c.cached_input_per_mtok),
+                "output_per_mtok": money(c.output_per_mtok),
+                "context_window": c.context_window,
+                "available": c.available,
+                "deprecated": c.deprecated,
+            }
+            for c in choices
+        ],
+        safe=False,
+    )
+
+
+def _date_param(request: HttpRequest, name: str) -> datetime | None:
+    raw = request.GET.get(name)
+    if not raw:
+        return None
+    try:
+        day = date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(
+            400, "invalid", f"'{name}' must be a date (YYYY-MM-DD).", field=name
+        ) from None
+    return datetime.combine(day, datetime.min.time(), UTC)
+
+
+def _usage_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["cost"] = money(row["cost"])
+    if isinstance(out.get("day"), date):
+        out["day"] = out["day"].isoformat()
+    return out
+
+
+@api_view(["GET"])
+def usage(request: HttpRequest) -> JsonResponse:
+    """Spend between since (inclusive) and until (inclusive) — default: this month."""
+    since = _date_param(request, "since")
+    until = _date_param(request, "until")
+    if since is None and until is None:
+        since = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if until is not None:
+        until += timedelta(days=1)
+    if since and until and since >= until:
+        raise ApiError(400, "invalid", "'since' must be before 'until'.", field="since")
+    summary = selectors.usage_summary(request.user, since, until)  # type: ignore[arg-type]
+    return JsonResponse(
+        {
+            "since": since.date().isoformat() if since else None,
+            "until": (until - timedelta(days=1)).date().isoformat() if until else None,
+            "totals": _usage_row(summary["totals"]),
+            "by_model": [_usage_row(r) for r in summary["by_model"]],
+            "by_day": [_usage_row(r) for r in summary["by_day"]],
+        }
+    )

@@ -1,0 +1,151 @@
+"""Reads for the chat and usage pages and the JSON API. Each is a constant number of
+queries, whatever the number of conversations or messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, TruncDate
+
+from conversations.models import Conversation, Message, UsageRecord
+from conversations.services import conversation_for_user
+from pricing.models import ModelPrice
+from providers import registry
+from providers.models import ProviderKey
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+ZERO = Value(Decimal(0), output_field=DecimalField(max_digits=18, decimal_places=6))
+
+
+def _total_cost_subquery() -> Subquery:
+    per_conversation = (
+        UsageRecord.objects.filter(conversation=OuterRef("pk"))
+        .order_by()
+        .values("conversation")
+        .annotate(total=Sum("cost"))
+        .values("total")
+    )
+    return Subquery(per_conversation, output_field=DecimalField(max_digits=18, decimal_places=6))
+
+
+def _unpriced_subquery() -> Subquery:
+    per_conversation = (
+        UsageRecord.objects.filter(conversation=OuterRef("pk"), unpriced=True)
+        .order_by()
+        .values("conversation")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return Subquery(per_conversation)
+
+
+def conversation_list(user: User, *, q: str = "") -> QuerySet[Conversation]:
+    """The user's conversations, newest first, each with `total_cost` (from the
+    ledger, so a regenerated reply still counts) and `unpriced_calls`."""
+    qs = Conversation.objects.for_user(user).annotate(
+        total_cost=Coalesce(_total_cost_subquery(), ZERO),
+        unpriced_calls=Coalesce(_unpriced_subquery(), Value(0)),
+    )
+    if q:
+        qs = qs.filter(Q(title__icontains=q) | Q(messages__content__icontains=q)).distinct()
+    return qs.order_by("-updated", "-id")
+
+
+@dataclass
+class ConversationDetail:
+    conversation: Conversation
+    messages: list[Message]
+    total_cost: Decimal
+    unpriced_calls: int
+
+
+def conversation_detail(user: User, pk: object) -> ConversationDetail:
+    conversation = conversation_for_user(user, pk)
+    messages = list(conversation.messages.order_by("id"))
+    totals = UsageRecord.objects.filter(conversation=conversation).aggregate(
+        total=Coalesce(Sum("cost"), ZERO), unpriced=Count("id", filter=Q(unpriced=True))
+    )
+    return ConversationDetail(conversation, messages, totals["total"], totals["unpriced"])
+
+
+@dataclass
+class ModelChoice:
+    provider: str
+    provider_label: str
+    model: str
+    name: str
+    input_per_mtok: Decimal | None
+    cached_input_per_mtok: Decimal | None
+    output_per_mtok: Decimal | None
+    context_window: int | None
+    available: bool
+    deprecated: bool = False
+
+
+def models_for_user(user: User) -> list[ModelChoice]:
+    """The models the picker offers, with their prices, grouped by provider;
+    `available` when the user has a key for it (or the server does)."""
+    enabled = registry.enabled()
+    keys = set(ProviderKey.objects.for_user(user).values_list("provider", flat=True))
+    usable = {
+        name
+        for name, provider in enabled.items()
+        if not provider.needs_key
+        or name in keys
+        or (settings.ALLOW_SERVER_KEYS and provider.server_credentials() is not None)
+    }
+    prices = (
+        ModelPrice.objects.in_effect()
+        .filter(active=True, provider__in=list(enabled))
+        .order_by("provider", "deprecated", "model")
+    )
+    choices = [
+        ModelChoice(
+            provider=p.provider,
+            provider_label=enabled[p.provider].label,
+            model=p.model,
+            name=p.name or p.model,
+            input_per_mtok=p.input_per_mtok,
+            cached_input_per_mtok=p.cached_input_per_mtok,
+            output_per_mtok=p.output_per_mtok,
+            context_window=p.context_window,
+            available=p.provider in usable,
+            deprecated=p.deprecated,
+        )
+        for p in prices
+    ]
+    order = {
+        name: i for i, name in enumerate(["demo", "openai", "anthropic", "google", "compatible"])
+    }
+    choices.sort(key=lambda c: order.get(c.provider, 99))
+    return choices
+
+
+def usage_summary(user: User, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    """The user's spend between `since` and `until`: totals, by model, by day."""
+    records = UsageRecord.objects.for_user(user).between(since, until).order_by()
+    sums = {
+        "requests": Count("id"),
+        "input_tokens": Coalesce(Sum("input_tokens"), 0),
+        "cached_tokens": Coalesce(Sum("cached_tokens"), 0),
+        "output_tokens": Coalesce(Sum("output_tokens"), 0),
+        "reasoning_tokens": Coalesce(Sum("reasoning_tokens"), 0),
+        "cost": Coalesce(Sum("cost"), ZERO),
+        "unpriced_calls": Count("id", filter=Q(unpriced=True)),
+        "estimated_calls": Count("id", filter=Q(estimated=True)),
+    }
+    totals = records.aggregate(**sums)
+    by_model = list(
+        records.values("provider", "model").annotate(**sums).order_by("-cost", "provider", "model")
+    )
+    by_day = list(
+        records.annotate(day=TruncDate("created")).values("day").annotate(**sums).order_by("day")
+    )
+    return {"totals": totals, "by_model": by_model, "by_day": by_day}

@@ -1,0 +1,448 @@
+"""Conversation writes: the chat turn (seed: chat.py -> UserService -> AIService ->
+pricing -> save), renaming, deleting, and the sweeper for replies whose process died.
+
+A turn has two halves around the provider call, because the reply streams from an
+async view in between: `chat_start` validates, takes the conversation, and saves the
+user's message (and an assistant message marked "generating") *before* the
+provider is called; `chat_finish` saves the reply — complete, partial, stopped or
+failed — with its usage and cost, and writes the ledger row.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.http import Http404
+from django.utils import timezone
+
+from conversations.markdown import render_markdown
+from conversations.models import Conversation, KeySource, Message, Status, UsageRecord
+from pricing.calculator import calculate_cost
+from pricing.models import price_for
+from providers import registry
+from providers.base import ChatMessage, ChatRequest, Credentials, ProviderError, Usage
+from providers.services import KeyProblem, credentials_for
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+logger = logging.getLogger(__name__)
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+TITLE_LENGTH = 60
+
+
+class ChatRefused(Exception):
+    """A turn that cannot start: a 4xx for the client, nothing saved."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+        super().__init__(message)
+
+
+@dataclass
+class Turn:
+    conversation: Conversation
+    user_message: Message | None
+    assistant_message: Message
+    request: ChatRequest
+    creds: Credentials
+    started_at: datetime
+    # A repeated client_message_id whose reply is already final: no provider call.
+    replay: bool = False
+
+    @property
+    def provider(self) -> str:
+        return self.assistant_message.provider
+
+
+def conversation_for_user(user: User, pk: object) -> Conversation:
+    """The user's conversation, or 404 — for anyone else's too."""
+    try:
+        return Conversation.objects.for_user(user).get(pk=int(str(pk)))
+    except (Conversation.DoesNotExist, ValueError):
+        raise Http404("No such conversation.") from None
+
+
+def _validate(
+    *, provider: str, model: str, message: str, system_prompt: str | None, client_message_id: str
+) -> None:
+    if provider not in registry.enabled():
+        raise ChatRefused(400, "unknown_provider", "Unknown provider.", field="provider")
+    if not model or len(model) > 200 or not model.isprintable():
+        raise ChatRefused(400, "invalid", "Pick a model.", field="model")
+    if len(message) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ChatRefused(
+            413,
+            "message_too_long",
+            f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.",
+            field="message",
+        )
+    if system_prompt is not None and len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
+        raise ChatRefused(
+            400,
+            "system_prompt_too_long",
+            f"System prompts are limited to {settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:,} characters.",
+            field="system_prompt",
+        )
+    if client_message_id and not _CLIENT_ID.match(client_message_id):
+        raise ChatRefused(
+            400,
+            "invalid",
+            "client_message_id: up to 64 letters, digits, - _ . :",
+            field="client_message_id",
+        )
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    if len(line) <= TITLE_LENGTH:
+        return line or "New conversation"
+    cut = line[:TITLE_LENGTH].rsplit(" ", 1)[0]
+    return (cut or line[:TITLE_LENGTH]) + "…"
+
+
+def chat_start(
+    *,
+    user: User,
+    conversation_id: int | None,
+    provider: str,
+    model: str,
+    message: str,
+    system_prompt: str | None = None,
+    client_message_id: str = "",
+    regenerate: bool = False,
+) -> Turn:
+    message = message.strip()
+    if not regenerate and not message:
+        raise ChatRefused(400, "required", "Write a message first.", field="message")
+    _validate(
+        provider=provider,
+        model=model,
+        message=message,
+        system_prompt=system_prompt,
+        client_message_id=client_message_id,
+    )
+    if conversation_id is not None:
+        conversation_for_user(user, conversation_id)  # 404 before anything else
+        sweep_stale_streams(conversation_id=conversation_id)
+    try:
+        creds = credentials_for(user=user, provider=provider)
+    except KeyProblem as exc:
+        raise ChatRefused(400, exc.code, exc.message, provider=provider) from None
+
+    if client_message_id:
+        earlier = _turn_for_client_id(user, client_message_id, creds)
+        if earlier is not None:
+            return earlier
+
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            conversation = _take_conversation(
+                user, conversation_id, provider, model, system_prompt, now
+            )
+            user_message = None
+            if regenerate:
+                _drop_last_reply(conversation)
+            else:
+                user_message = Message.objects.create(
+                    conversation=conversation,
+                    role="user",
+                    content=message,
+                    client_message_id=client_message_id,
+                    created=now,
+                )
+            if not conversation.title:
+                first = user_message.content if user_message else message
+                conversation.title = _title_from(first)
+            conversation.updated = now
+            conversation.save(
+                update_fields=["title", "updated", "provider", "model", "system_prompt"]
+            )
+            history = _history(conversation)
+            if not history or history[-1].role != "user":
+                raise ChatRefused(400, "nothing_to_answer", "There is no message to answer.")
+            assistant = Message.objects.create(
+                conversation=conversation,
+                role="assistant",
+                status=Status.GENERATING,
+                provider=provider,
+                model=model,
+                key_source=creds.key_source,
+                created=now,
+            )
+    except IntegrityError:
+        # The same client_message_id raced in twice: the other request owns it.
+        raise ChatRefused(409, "in_progress", "This message is already being answered.") from None
+    request = ChatRequest(
+        model=model,
+        messages=history,
+        system=conversation.system_prompt,
+        max_output_tokens=_max_output_tokens(provider, model),
+    )
+    return Turn(conversation, user_message, assistant, request, creds, now)
+
+
+def _take_conversation(
+    user: User,
+    conversation_id: int | None,
+    provider: str,
+    model: str,
+    system_prompt: str | None,
+    now: datetime,
+) -> Conversation:
+    """The conversation, locked for this turn; ChatRefused(409) while another
+    reply is streaming in it."""
+    if conversation_id is None:
+        return Conversation.objects.create(
+            user=user,
+            provider=provider,
+            model=model,
+            system_prompt=system_prompt or "",
+            created=now,
+            updated=now,
+            busy_until=now + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS),
+        )
+    taken = (
+        Conversation.objects.for_user(user)
+        .filter(pk=conversation_id)
+        .filter(Q(busy_until__isnull=True) | Q(busy_until__lt=now))
+        .update(busy_until=now + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS))
+    )
+    if not taken:
+        raise ChatRefused(
+            409, "busy", "A reply is still being written in this conversation. Wait or stop it."
+        )
+    conversation = Conversation.objects.get(pk=conversation_id)
+    conversation.provider = provider
+    conversation.model = model
+    if system_prompt is not None:
+        conversation.system_prompt = system_prompt
+    return conversation
+
+
+def _drop_last_reply(conversation: Conversation) -> None:
+    last = conversation.messages.order_by("-id").first()
+    if last is None:
+        raise ChatRefused(400, "nothing_to_answer", "There is no message to answer.")
+    if last.role == "assistant":
+        # Its ledger row stays (message set to NULL): it was paid for.
+        last.delete()
+
+
+def _history(conversation: Conversation, *, before: int | None = None) -> list[ChatMessage]:
+    messages = conversation.messages.only("role", "content", "status")
+    if before is not None:
+        messages = messages.filter(id__lt=before)
+    history = []
+    for m in messages:
+        if m.role == "assistant" and (m.status == Status.ERROR or not m.content):
+            continue
+        history.append(ChatMessage(m.role, m.content))  # type: ignore[arg-type]
+    return history
+
+
+def _max_output_tokens(provider: str, model: str) -> int | None:
+    if provider != "anthropic":
+        return None  # the others have sensible defaults of their own
+    price = price_for(provider, model)
+    limit = settings.DEFAULT_MAX_OUTPUT_TOKENS
+    if price is not None and price.max_output_tokens:
+        limit = min(limit, price.max_output_tokens)
+    return limit
+
+
+def _turn_for_client_id(user: User, client_message_id: str, creds: Credentials) -> Turn | None:
+    earlier = (
+        Message.objects.filter(
+            conversation__user=user, role="user", client_message_id=client_message_id
+        )
+        .select_related("conversation")
+        .first()
+    )
+    if earlier is None:
+        return None
+    reply = (
+        Message.objects.filter(
+            conversation=earlier.conversation, role="assistant", id__gt=earlier.pk
+        )
+        .order_by("id")
+        .first()
+    )
+    if reply is None or reply.status == Status.GENERATING:
+        raise ChatRefused(409, "in_progress", "This message is already being answered.")
+    request = ChatRequest(model=reply.model, messages=[])
+    return Turn(earlier.conversation, earlier, reply, request, creds, reply.created, replay=True)
+
+
+def chat_checkpoint(*, message_id: int, text: str) -> None:
+    """Save the reply so far, so a crash loses little of it."""
+    Message.objects.filter(pk=message_id, status=Status.GENERATING).update(content=text)
+
+
+def estimate_tokens(text: str) -> int:
+    # About four characters a token on English text; only ever used flagged as
+    # an estimate, when the provider reported nothing.
+    return (len(text) + 3) // 4
+
+
+def _settle_usage(
+    turn_request: ChatRequest, text: str, status: str, usage: Usage | None, final: bool
+) -> tuple[Usage, bool]:
+    if usage is not None and final:
+        return usage, False
+    if usage is None and status == Status.ERROR and not text:
+        return Usage(), False  # refused before anything was generated: nothing billed
+    prompt = turn_request.system + "".join(m.content for m in turn_request.messages)
+    reported_input = usage.input_tokens if usage else 0
+    reported_output = usage.output_tokens if usage else 0
+    return (
+        Usage(
+            input_tokens=max(reported_input, estimate_tokens(prompt)),
+            cached_tokens=usage.cached_tokens if usage else 0,
+            cache_write_tokens=usage.cache_write_tokens if usage else 0,
+            output_tokens=max(reported_output, estimate_tokens(text)),
+            reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        ),
+        True,
+    )
+
+
+def chat_finish(
+    *,
+    turn: Turn,
+    text: str,
+    status: str,
+    usage: Usage | None,
+    usage_final: bool,
+    error: ProviderError | None = None,
+    ttft_ms: int | None = None,
+    latency_ms: int | None = None,
+) -> Message:
+    """Save the reply with its usage and cost, write the ledger row, free the
+    conversation. Safe to call once per turn; a second call changes nothing."""
+    assistant = turn.assistant_message
+    settled, estimated = _settle_usage(turn.request, text, status, usage, usage_final)
+    price = price_for(assistant.provider, assistant.model, at=turn.started_at)
+    cost = calculate_cost(settled, price.as_price()) if price is not None else None
+    with transaction.atomic():
+        updated = Message.objects.filter(pk=assistant.pk, status=Status.GENERATING).update(
+            content=text,
+            html=render_markdown(text) if text else "",
+            status=status,
+            input_tokens=settled.input_tokens,
+            cached_tokens=settled.cached_tokens,
+            cache_write_tokens=settled.cache_write_tokens,
+            output_tokens=settled.output_tokens,
+            reasoning_tokens=settled.reasoning_tokens,
+            usage_estimated=estimated,
+            cost=cost,
+            price=price,
+            ttft_ms=ttft_ms,
+            latency_ms=latency_ms,
+            error_code=error.code if error else "",
+            error_message=error.message[:500] if error else "",
+        )
+        if updated:
+            UsageRecord.objects.create(
+                user=turn.conversation.user,
+                user_email=turn.conversation.user.email,
+                conversation=turn.conversation,
+                message=assistant,
+                provider=assistant.provider,
+                model=assistant.model,
+                key_source=assistant.key_source or KeySource.NONE,
+                input_tokens=settled.input_tokens,
+                cached_tokens=settled.cached_tokens,
+                cache_write_tokens=settled.cache_write_tokens,
+                output_tokens=settled.output_tokens,
+                reasoning_tokens=settled.reasoning_tokens,
+                cost=cost,
+                unpriced=price is None,
+                estimated=estimated,
+                price=price,
+                outcome=status,
+                created=turn.started_at,
+            )
+        Conversation.objects.filter(pk=turn.conversation.pk).update(
+            busy_until=None, updated=timezone.now()
+        )
+    assistant.refresh_from_db()
+    logger.info(
+        "chat turn",
+        extra={
+            "user_id": turn.conversation.user_id,
+            "provider": assistant.provider,
+            "model": assistant.model,
+            "key_source": assistant.key_source,
+            "input_tokens": assistant.input_tokens,
+            "output_tokens": assistant.output_tokens,
+            "cost": str(assistant.cost) if assistant.cost is not None else None,
+            "latency_ms": latency_ms,
+            "ttft_ms": ttft_ms,
+            "outcome": status,
+            "error_code": assistant.error_code,
+        },
+    )
+    return assistant
+
+
+def sweep_stale_streams(*, conversation_id: int | None = None) -> int:
+    """Close replies still "generating" long after any stream could have lasted
+    (their process died): partial if some text was saved, else error."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS)
+    stale = Message.objects.filter(status=Status.GENERATING, created__lt=cutoff).select_related(
+        "conversation__user"
+    )
+    if conversation_id is not None:
+        stale = stale.filter(conversation_id=conversation_id)
+    swept = 0
+    for message in stale:
+        conversation = message.conversation
+        history = _history(conversation, before=message.pk)
+        turn = Turn(
+            conversation,
+            None,
+            message,
+            ChatRequest(model=message.model, messages=history, system=conversation.system_prompt),
+            Credentials("", "", "none"),
+            message.created,
+        )
+        chat_finish(
+            turn=turn,
+            text=message.content,
+            status=Status.PARTIAL if message.content else Status.ERROR,
+            usage=None,
+            usage_final=False,
+            error=ProviderError("unavailable", "The reply was interrupted."),
+        )
+        swept += 1
+    return swept
+
+
+def conversation_rename(*, user: User, pk: object, title: str) -> Conversation:
+    conversation = conversation_for_user(user, pk)
+    title = " ".join(title.split())
+    if not title:
+        raise ChatRefused(400, "required", "A title cannot be empty.", field="title")
+    if len(title) > 200:
+        raise ChatRefused(400, "too_long", "Titles are limited to 200 characters.", field="title")
+    conversation.title = title
+    conversation.save(update_fields=["title"])
+    return conversation
+
+
+def conversation_delete(*, user: User, pk: object) -> None:
+    """Delete a conversation and its messages. Its usage stays in the ledger."""
+    conversation_for_user(user, pk).delete()

@@ -1,0 +1,319 @@
+"""POST /api/chat: the turn, the stream, the ledger, every way it can end."""
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from conversations.models import Conversation, Message, UsageRecord
+from conversations.tests.helpers import chat, names, parse_sse
+from providers import services as key_services
+
+pytestmark = [pytest.mark.anyio, pytest.mark.django_db(transaction=True)]
+
+OPENAI_KEY = "sk-test-openai-key-000000000000abcd"
+
+
+@pytest.fixture
+async def signed_in(async_client: Any, alice: Any) -> Any:
+    await async_client.aforce_login(alice)
+    return async_client
+
+
+@pytest.fixture
+def openai_key(alice: Any, mock_provider: Any) -> None:
+    key_services.provider_key_save(user=alice, provider="openai", key=OPENAI_KEY)
+
+
+async def test_the_demo_streams_a_reply_with_tokens_and_cost(signed_in: Any, settings: Any) -> None:
+    settings.DEMO_TOKEN_DELAY = 0
+    response, events = await chat(signed_in, message="What is a token?")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream"
+    assert response["Cache-Control"] == "no-cache"
+    assert response["X-Accel-Buffering"] == "no"
+    kinds = names(events)
+    assert kinds[0] == "start"
+    assert kinds[-1] == "done"
+    assert kinds.count("delta") > 5
+    start, done = events[0][1], events[-1][1]
+    text = "".join(d["text"] for n, d in events if n == "delta")
+    assert "What is a token?" in text
+    assert done["message"] == start["message"]
+    assert done["cost"] == "0.000000"
+    assert done["input_tokens"] > 0
+    assert done["output_tokens"] > 0
+    assert {"cached_tokens", "reasoning_tokens", "html"} <= set(done)
+    assert "<strong>This is the offline demo model</strong>" in done["html"]
+
+    message = await Message.objects.aget(pk=done["message"])
+    assert message.status == "complete"
+    assert message.content == text
+    record = await UsageRecord.objects.aget(message=message)
+    assert record.cost == Decimal(0)
+    assert record.key_source == "none"
+    assert record.outcome == "complete"
+    conversation = await Conversation.objects.aget(pk=start["conversation"])
+    assert conversation.title == "What is a token?"
+    assert conversation.busy_until is None
+
+
+async def test_usage_and_cost_come_from_the_provider_and_the_price_table(
+    signed_in: Any, openai_key: None, mock_provider: Any
+) -> None:
+    mock_provider.configure(
+        input_tokens=1000, cached_tokens=400, reasoning_tokens=5, reply_tokens=10
+    )
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    done = events[-1][1]
+    assert events[-1][0] == "done"
+    assert (done["input_tokens"], done["cached_tokens"]) == (1000, 400)
+    assert (done["output_tokens"], done["reasoning_tokens"]) == (15, 5)
+    # gpt-4o: 2.5 in, 1.25 cached, 10 out per 1M:  600*2.5 + 400*1.25 + 15*10 = 2150
+    assert done["cost"] == "0.002150"
+    record = await UsageRecord.objects.aget(message_id=done["message"])
+    assert record.key_source == "user"
+    assert record.cost == Decimal("0.002150")
+    assert record.price_id is not None
+    assert not record.unpriced
+    assert not record.estimated
+
+
+async def test_an_unknown_model_is_allowed_and_flagged_unpriced(
+    signed_in: Any, openai_key: None
+) -> None:
+    _, events = await chat(signed_in, provider="openai", model="gpt-experimental-9")
+    name, done = events[-1]
+    assert name == "done"
+    assert done["cost"] is None
+    assert done["unpriced"] is True
+    record = await UsageRecord.objects.aget(message_id=done["message"])
+    assert record.unpriced
+    assert record.cost is None
+
+
+async def test_the_users_message_is_saved_before_the_provider_is_called(
+    signed_in: Any, openai_key: None, mock_provider: Any
+) -> None:
+    mock_provider.configure(ttft=0.5, reply="late")
+    response = await signed_in.post(
+        "/api/chat",
+        json.dumps(
+            {
+                "conversation": None,
+                "provider": "openai",
+                "model": "gpt-4o",
+                "message": "Save me first",
+            }
+        ),
+        content_type="application/json",
+    )
+    # The view has returned; the provider has not answered yet.
+    assert await Message.objects.filter(role="user", content="Save me first").aexists()
+    assert await Message.objects.filter(role="assistant", status="generating").aexists()
+    body = "".join([c.decode() async for c in response.streaming_content])
+    assert parse_sse(body)[-1][0] == "done"
+    assert not await Message.objects.filter(status="generating").aexists()
+
+
+async def test_a_provider_error_before_any_token(
+    signed_in: Any, alice: Any, mock_provider: Any
+) -> None:
+    await sync_to_async(key_services.provider_key_save)(
+        user=alice, provider="openai", key="sk-invalid-000000000000"
+    )
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    name, error = events[-1]
+    assert name == "error"
+    assert error["code"] == "invalid_key"
+    assert "rejected the API key" in error["message"]
+    message = await Message.objects.aget(pk=error["message_id"])
+    assert message.status == "error"
+    assert message.error_code == "invalid_key"
+    record = await UsageRecord.objects.aget(message=message)
+    assert (record.input_tokens, record.output_tokens, record.estimated) == (0, 0, False)
+    assert await Message.objects.filter(role="user").acount() == 1  # nothing lost
+
+
+async def test_a_cut_stream_keeps_the_partial_reply_marked(
+    signed_in: Any, openai_key: None, mock_provider: Any
+) -> None:
+    mock_provider.configure(fault="cut", fault_after_tokens=3, reply="one two three four five")
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    name, error = events[-1]
+    assert name == "error"
+    assert error["status"] == "partial"
+    assert error["content"] == "one two three"
+    message = await Message.objects.aget(pk=error["message_id"])
+    assert message.status == "partial"
+    assert message.content == "one two three"
+    assert message.usage_estimated
+    record = await UsageRecord.objects.aget(message=message)
+    assert record.estimated
+    assert record.output_tokens > 0
+
+
+async def test_the_same_client_message_id_twice_is_one_message_and_one_call(
+    signed_in: Any, openai_key: None, mock_provider: Any
+) -> None:
+    first, events = await chat(
+        signed_in, provider="openai", model="gpt-4o", client_message_id="abc-123"
+    )
+    _, replay = await chat(
+        signed_in,
+        provider="openai",
+        model="gpt-4o",
+        client_message_id="abc-123",
+        conversation=events[0][1]["conversation"],
+    )
+    assert names(replay)[-1] == "done"
+    assert replay[-1][1]["message"] == events[-1][1]["message"]
+    assert len(mock_provider.requests) == 1
+    assert await Message.objects.filter(client_message_id="abc-123").acount() == 1
+    assert await UsageRecord.objects.acount() == 1
+
+
+async def test_a_second_send_while_one_streams_gets_409(
+    signed_in: Any, openai_key: None, mock_provider: Any
+) -> None:
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    conversation = events[0][1]["conversation"]
+    mock_provider.configure(ttft=0.3)
+    slow = await signed_in.post(
+        "/api/chat",
+        json.dumps(
+            {
+                "conversation": conversation,
+                "provider": "openai",
+                "model": "gpt-4o",
+                "message": "one",
+            }
+        ),
+        content_type="application/json",
+    )
+    second, _ = await chat(
+        signed_in, provider="openai", model="gpt-4o", conversation=conversation, message="two"
+    )
+    assert second.status_code == 409
+    assert second.json()["error"]["code"] == "busy"
+    "".join([c.decode() async for c in slow.streaming_content])
+    contents = [m.content async for m in Message.objects.filter(role="user").order_by("id")]
+    assert contents == ["Hello", "one"]  # the history never forked
+    third, _ = await chat(
+        signed_in, provider="openai", model="gpt-4o", conversation=conversation, message="three"
+    )
+    assert third.status_code == 200
+
+
+async def test_regenerate_replaces_the_last_reply_and_the_ledger_keeps_both(
+    signed_in: Any, openai_key: None, mock_provider: Any
+) -> None:
+    mock_provider.configure(reply="first answer")
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    conversation = events[0][1]["conversation"]
+    mock_provider.configure(reply="second answer")
+    _, again = await chat(
+        signed_in,
+        provider="openai",
+        model="gpt-4o",
+        conversation=conversation,
+        regenerate=True,
+        message="",
+    )
+    assert again[-1][1]["content"] == "second answer"
+    replies = [m.content async for m in Message.objects.filter(role="assistant")]
+    assert replies == ["second answer"]
+    assert await Message.objects.filter(role="user").acount() == 1
+    assert await UsageRecord.objects.filter(conversation_id=conversation).acount() == 2
+    # The last user message was sent again, the old reply not included.
+    sent = mock_provider.requests[-1].body["input"]
+    assert [m["role"] for m in sent] == ["user"]
+
+
+async def test_a_stale_generating_reply_is_swept(signed_in: Any, alice: Any, settings: Any) -> None:
+    settings.DEMO_TOKEN_DELAY = 0
+    _, events = await chat(signed_in)
+    conversation = await Conversation.objects.aget(pk=events[0][1]["conversation"])
+    long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 5)
+    stuck = await Message.objects.acreate(
+        conversation=conversation,
+        role="assistant",
+        status="generating",
+        provider="demo",
+        model="demo-echo",
+        key_source="none",
+        content="half a rep",
+        created=long_ago,
+    )
+    await Conversation.objects.filter(pk=conversation.pk).aupdate(
+        busy_until=timezone.now() + timedelta(minutes=5)
+    )
+    response = await signed_in.get(f"/api/conversations/{conversation.pk}")
+    assert response.status_code == 200
+    await stuck.arefresh_from_db()
+    assert stuck.status == "partial"
+    assert stuck.error_code == "unavailable"
+    assert await UsageRecord.objects.filter(message=stuck, estimated=True).aexists()
+    # ...and the conversation is free again.
+    again, _ = await chat(signed_in, conversation=conversation.pk, message="still there?")
+    assert again.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"provider": "nope"}, 400, "unknown_provider"),
+        ({"provider": None}, 400, "required"),
+        ({"model": ""}, 400, "invalid"),
+        ({"message": "   "}, 400, "required"),
+        ({"message": 42}, 400, "invalid"),
+        ({"conversation": "abc"}, 400, "invalid"),
+        ({"conversation": 999999}, 404, None),
+        ({"message": "x" * 100_001}, 413, "message_too_long"),
+        ({"client_message_id": "no spaces allowed"}, 400, "invalid"),
+        ({"provider": "anthropic", "model": "claude-opus-4-5"}, 400, "no_key"),
+    ],
+)
+async def test_refusals_are_clear_json_errors_and_save_nothing(
+    signed_in: Any, body: dict[str, Any], status: int, code: str | None
+) -> None:
+    response, events = await chat(signed_in, **body)
+    assert response.status_code == status
+    assert events == []
+    if code:
+        assert response.json()["error"]["code"] == code
+        assert response.json()["error"]["message"]
+    assert not await Message.objects.aexists()
+
+
+async def test_malformed_and_oversized_bodies(signed_in: Any) -> None:
+    bad = await signed_in.post("/api/chat", "{nope", content_type="application/json")
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_json"
+    huge = await signed_in.post(
+        "/api/chat", "x" * (1024 * 1024 + 10), content_type="application/json"
+    )
+    assert huge.status_code == 413
+
+
+async def test_no_key_error_names_the_keys_page(signed_in: Any) -> None:
+    response, _ = await chat(signed_in, provider="google", model="gemini-2.5-flash")
+    assert "keys page" in response.json()["error"]["message"]
+
+
+async def test_anonymous_gets_401(async_client: Any) -> None:
+    response, _ = await chat(async_client)
+    assert response.status_code == 401
+
+
+async def test_another_users_conversation_is_404(
+    signed_in: Any, bob: Any, async_client: Any
+) -> None:
+    theirs = await Conversation.objects.acreate(user=bob, provider="demo", model="demo-echo")
+    response, _ = await chat(signed_in, conversation=theirs.pk)
+    assert response.status_code == 404
+    assert not await Message.objects.aexists()

@@ -1,0 +1,427 @@
+// The chat page: send, stream, stop, regenerate, copy, rename, delete, search.
+// Plain JavaScript, no build step. Model output is only ever inserted as text
+// while it streams; at the end the server's sanitized HTML replaces it.
+"use strict";
+
+(function () {
+  const root = document.getElementById("chat");
+  if (!root) return;
+
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const keysUrl = root.dataset.keysUrl;
+  const messages = document.getElementById("messages");
+  const form = document.getElementById("composer");
+  const input = document.getElementById("message-input");
+  const sendButton = document.getElementById("send-button");
+  const stopButton = document.getElementById("stop-button");
+  const picker = document.getElementById("model-picker");
+  const systemPrompt = document.getElementById("system-prompt");
+  const banner = document.getElementById("banner");
+  const title = document.getElementById("chat-title");
+  const total = document.getElementById("conversation-total");
+  const actions = document.getElementById("chat-actions");
+  const list = document.getElementById("conversation-list");
+  const search = document.getElementById("conversation-search");
+
+  let conversationId = root.dataset.conversation ? Number(root.dataset.conversation) : null;
+  let controller = null;
+
+  const KEY_ERRORS = new Set(["no_key", "invalid_key", "key_unreadable", "permission_denied"]);
+
+  function showBanner(message, code) {
+    banner.replaceChildren(document.createTextNode(message + " "));
+    if (KEY_ERRORS.has(code)) {
+      const link = document.createElement("a");
+      link.href = keysUrl;
+      link.textContent = "Go to your API keys";
+      banner.appendChild(link);
+    }
+    banner.hidden = false;
+  }
+
+  function hideBanner() {
+    banner.hidden = true;
+    banner.replaceChildren();
+  }
+
+  function money(value) {
+    if (value === null || value === undefined) return null;
+    // Strip trailing zeros of the decimal string, never via floats.
+    let text = String(value);
+    if (text.includes(".")) text = text.replace(/0+$/, "").replace(/\.$/, "");
+    return "$" + text;
+  }
+
+  function number(n) {
+    return Number(n).toLocaleString("en-US");
+  }
+
+  function badge(text, kind, tooltip) {
+    const span = document.createElement("span");
+    span.className = "badge" + (kind ? " badge-" + kind : "");
+    span.textContent = text;
+    if (tooltip) span.title = tooltip;
+    return span;
+  }
+
+  function actionButton(action, label) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "link-button";
+    button.dataset.action = action;
+    button.textContent = label;
+    return button;
+  }
+
+  function userBubble(text) {
+    const li = document.createElement("li");
+    li.className = "message message-user status-complete";
+    li.dataset.role = "user";
+    const body = document.createElement("div");
+    body.className = "message-body user-text";
+    body.textContent = text;
+    li.appendChild(body);
+    return li;
+  }
+
+  function assistantBubble(model) {
+    const li = document.createElement("li");
+    li.className = "message message-assistant status-generating";
+    li.dataset.role = "assistant";
+    const body = document.createElement("div");
+    body.className = "message-body markdown streaming";
+    const meta = document.createElement("div");
+    meta.className = "message-meta";
+    const name = document.createElement("span");
+    name.className = "meta-model";
+    name.textContent = model;
+    meta.append(name, badge("generating…"));
+    const raw = document.createElement("template");
+    raw.className = "raw-content";
+    li.append(body, meta, raw);
+    return li;
+  }
+
+  // Fill a bubble from the API's message object (done / error events, or a reload).
+  function settle(li, m) {
+    li.dataset.id = m.id;
+    li.className = "message message-assistant status-" + m.status;
+    const body = li.querySelector(".message-body");
+    body.classList.remove("streaming");
+    if (m.html) {
+      body.innerHTML = m.html; // sanitized on the server (nh3 allow-list)
+    } else {
+      body.textContent = m.content;
+    }
+    li.querySelector(".raw-content").content.replaceChildren(document.createTextNode(m.content));
+    const meta = li.querySelector(".message-meta");
+    const name = document.createElement("span");
+    name.className = "meta-model";
+    name.textContent = m.model;
+    const parts = [name];
+    if (m.status !== "generating") {
+      let tokens = number(m.input_tokens) + " in";
+      if (m.cached_tokens) tokens += " (" + number(m.cached_tokens) + " cached)";
+      tokens += " · " + number(m.output_tokens) + " out";
+      if (m.reasoning_tokens) tokens += " (" + number(m.reasoning_tokens) + " reasoning)";
+      const t = document.createElement("span");
+      t.className = "meta-tokens";
+      t.textContent = tokens;
+      parts.push(t);
+      if (m.cost === null) {
+        parts.push(badge("unpriced", "warn", "No price is known for this model"));
+      } else {
+        const c = document.createElement("span");
+        c.className = "meta-cost";
+        c.textContent = money(m.cost);
+        parts.push(c);
+      }
+      if (m.usage_estimated) {
+        parts.push(badge("estimated", "", "The provider did not report usage; estimated from the text"));
+      }
+    }
+    if (m.status === "partial" || m.status === "error") {
+      parts.push(badge(m.status + (m.error_code ? ": " + m.error_code : ""), "error", m.error_message));
+    }
+    if (m.status === "stopped") parts.push(badge("stopped"));
+    parts.push(actionButton("copy", "Copy"), actionButton("regenerate", "Regenerate"));
+    meta.replaceChildren(...parts);
+  }
+
+  function setBusy(busy) {
+    sendButton.hidden = busy;
+    stopButton.hidden = !busy;
+    input.disabled = busy;
+    picker.disabled = busy;
+  }
+
+  function selectedModel() {
+    const [provider, ...rest] = (picker.value || "").split("|");
+    return { provider, model: rest.join("|") };
+  }
+
+  function newId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return String(Date.now()) + "-" + String(Math.random()).slice(2);
+  }
+
+  // Read a text/event-stream body, calling onEvent(name, data) for each event.
+  async function readEvents(response, onEvent) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) !== -1) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let name = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event: ")) name = line.slice(7);
+          else if (line.startsWith("data: ")) data.push(line.slice(6));
+        }
+        if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+      }
+    }
+  }
+
+  async function refreshConversation() {
+    if (!conversationId) return;
+    const response = await fetch("/api/conversations/" + conversationId, {
+      headers: { Accept: "application/json" },
+    });
+    if (!response.ok) return;
+    const c = await response.json();
+    title.textContent = c.title || "Conversation";
+    document.title = (c.title || "Conversation") + " · " + document.title.split(" · ").pop();
+    total.replaceChildren(document.createTextNode("Conversation total: "));
+    const strong = document.createElement("strong");
+    strong.textContent = money(c.total_cost);
+    total.appendChild(strong);
+    if (c.unpriced_calls) {
+      total.appendChild(
+        document.createTextNode(" · " + c.unpriced_calls + " unpriced call" + (c.unpriced_calls > 1 ? "s" : "")),
+      );
+    }
+    upsertSidebar(c);
+    return c;
+  }
+
+  function upsertSidebar(c) {
+    let li = list.querySelector('li[data-id="' + c.id + '"]');
+    if (!li) {
+      const empty = list.querySelector(".empty");
+      if (empty) empty.remove();
+      li = document.createElement("li");
+      li.dataset.id = c.id;
+      const a = document.createElement("a");
+      a.href = "/c/" + c.id + "/";
+      const t = document.createElement("span");
+      t.className = "conversation-title";
+      const cost = document.createElement("span");
+      cost.className = "conversation-cost";
+      a.append(t, cost);
+      li.appendChild(a);
+    }
+    li.querySelector(".conversation-title").textContent = c.title || "New conversation";
+    li.querySelector(".conversation-cost").textContent = money(c.total_cost);
+    list.querySelectorAll("li.current").forEach((el) => el.classList.remove("current"));
+    li.classList.add("current");
+    list.prepend(li);
+  }
+
+  async function send({ text, regenerate }) {
+    hideBanner();
+    const { provider, model } = selectedModel();
+    if (!provider) {
+      showBanner("Pick a model first.", "no_key");
+      return;
+    }
+    const empty = document.getElementById("empty-state");
+    let userLi = null;
+    if (!regenerate) {
+      userLi = userBubble(text);
+      messages.appendChild(userLi);
+    } else {
+      const last = messages.querySelector("li.message:last-child");
+      if (last && last.dataset.role === "assistant") last.remove();
+    }
+    const bubble = assistantBubble(model);
+    messages.appendChild(bubble);
+    if (empty) empty.hidden = true;
+    bubble.scrollIntoView({ block: "end" });
+
+    const body = {
+      conversation: conversationId,
+      provider,
+      model,
+      message: regenerate ? "" : text,
+      system_prompt: systemPrompt.value,
+      client_message_id: newId(),
+      regenerate: Boolean(regenerate),
+    };
+    controller = new AbortController();
+    setBusy(true);
+    let settled = false;
+    const streamed = bubble.querySelector(".message-body");
+    try {
+      const response = await fetch("/api/chat", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "text/event-stream" },
+        body: JSON.stringify(body),
+        signal: controller.signal,
+      });
+      if (!response.ok) {
+        let error = { code: "error", message: "The request failed (" + response.status + ")." };
+        try {
+          error = (await response.json()).error || error;
+        } catch (e) {
+          /* not JSON */
+        }
+        bubble.remove();
+        if (userLi) userLi.remove();
+        if (!regenerate) input.value = text; // nothing was sent: nothing is lost
+        showBanner(error.message, error.code);
+        return;
+      }
+      await readEvents(response, (name, data) => {
+        if (name === "start") {
+          if (!conversationId) {
+            conversationId = data.conversation;
+            root.dataset.conversation = String(conversationId);
+            history.replaceState(null, "", "/c/" + conversationId + "/");
+            actions.hidden = false;
+            document.getElementById("export-md").href = "/api/conversations/" + conversationId + "/export?format=md";
+          }
+          if (userLi && data.user_message) userLi.dataset.id = data.user_message;
+          bubble.dataset.id = data.message;
+          if (data.title) title.textContent = data.title;
+        } else if (name === "delta") {
+          streamed.appendChild(document.createTextNode(data.text));
+          bubble.scrollIntoView({ block: "end" });
+        } else if (name === "done") {
+          settle(bubble, data);
+          settled = true;
+        } else if (name === "error") {
+          if (data.status) settle(bubble, data);
+          settled = true;
+          showBanner(data.message, data.code);
+        }
+      });
+    } catch (err) {
+      if (err.name !== "AbortError") {
+        showBanner("The connection was lost. What arrived is kept.", "network");
+      }
+    } finally {
+      controller = null;
+      setBusy(false);
+      input.focus();
+    }
+    if (!settled) {
+      bubble.className = "message message-assistant status-stopped";
+      // The server saved what arrived; show it as saved.
+      const saved = await refreshMessage(bubble.dataset.id);
+      if (saved) settle(bubble, saved);
+    }
+    await refreshConversation();
+  }
+
+  async function refreshMessage(id) {
+    if (!conversationId || !id) return null;
+    // The server finishes saving a stopped reply right after the disconnect.
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const response = await fetch("/api/conversations/" + conversationId);
+      if (!response.ok) return null;
+      const c = await response.json();
+      const m = c.messages.find((x) => String(x.id) === String(id));
+      if (m && m.status !== "generating") return m;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    return null;
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (!text || controller) return;
+    input.value = "";
+    send({ text });
+  });
+
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+
+  stopButton.addEventListener("click", () => {
+    if (controller) controller.abort();
+  });
+
+  messages.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    const li = button.closest("li.message");
+    if (button.dataset.action === "copy") {
+      const text = li.querySelector(".raw-content").content.textContent;
+      try {
+        await navigator.clipboard.writeText(text);
+        button.textContent = "Copied";
+      } catch (e) {
+        button.textContent = "Copy failed";
+      }
+      setTimeout(() => (button.textContent = "Copy"), 1500);
+    } else if (button.dataset.action === "regenerate" && !controller) {
+      send({ regenerate: true });
+    }
+  });
+
+  actions.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-action]");
+    if (!button || !conversationId) return;
+    if (button.dataset.action === "rename") {
+      const name = window.prompt("Rename conversation", title.textContent);
+      if (!name) return;
+      const response = await fetch("/api/conversations/" + conversationId, {
+        method: "PATCH",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+        body: JSON.stringify({ title: name }),
+      });
+      if (!response.ok) {
+        const error = (await response.json()).error;
+        showBanner(error.message, error.code);
+        return;
+      }
+      await refreshConversation();
+    } else if (button.dataset.action === "delete") {
+      if (!window.confirm("Delete this conversation? Its cost stays in your usage.")) return;
+      const response = await fetch("/api/conversations/" + conversationId, {
+        method: "DELETE",
+        headers: { "X-CSRFToken": csrf },
+      });
+      if (response.ok) window.location.href = "/";
+    }
+  });
+
+  let searchTimer = null;
+  search.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(async () => {
+      const response = await fetch("/api/conversations?q=" + encodeURIComponent(search.value));
+      if (!response.ok) return;
+      const found = await response.json();
+      list.replaceChildren();
+      for (const c of found) upsertSidebar(c);
+      list.querySelectorAll("li.current").forEach((el) => el.classList.remove("current"));
+      const current = list.querySelector('li[data-id="' + conversationId + '"]');
+      if (current) current.classList.add("current");
+      // upsertSidebar prepends: restore newest-first order.
+      Array.from(list.children).reverse().forEach((li) => list.appendChild(li));
+    }, 250);
+  });
+})();
