@@ -157,3 +157,35 @@ def prices(db: None) -> None:
     from pricing.sources import load_fixture
 
     load_fixture(ModelPrice)
+
+
+@pytest.fixture
+def asgi_live_server(transactional_db: None) -> Any:
+    """The project's ASGI application under uvicorn, on a loopback port, in this
+    process (so it shares the test database): streaming and disconnects behave as
+    in production, which a WSGI live server cannot show."""
+    import threading
+    import time
+
+    import uvicorn
+    from django.core.asgi import get_asgi_application
+
+    config = uvicorn.Config(
+        get_asgi_application(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+
+    class Live:
+        url = f"http://127.0.0.1:{port}"
+
+    yield Live()
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -26,6 +26,7 @@ from django.utils import timezone
 from conversations import selectors, services
 from conversations.models import Conversation, Message, Status
 from llmchat.api import ApiError, api_view, error_response, read_json, string_field
+from pricing.calculator import MICRO_DOLLAR
 from providers import registry
 from providers.base import Failure, Finish, ProviderError, TextDelta
 
@@ -36,8 +37,8 @@ CHECKPOINT_SECONDS = 2.0
 
 
 def money(value: Decimal | None) -> str | None:
-    """Money in JSON: a decimal string, never a float."""
-    return None if value is None else format(value, "f")
+    """Money in JSON: a decimal string with six places (micro-dollars), never a float."""
+    return None if value is None else format(Decimal(value).quantize(MICRO_DOLLAR), "f")
 
 
 def message_json(m: Message) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from conversations import selectors, services
-from conversations.api import money
 
 
 @login_required
@@ -29,13 +28,14 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "provider_label": m.provider_label,
             "model": m.model,
             "name": m.name,
-            "input": money(m.input_per_mtok),
-            "cached": money(m.cached_input_per_mtok),
-            "output": money(m.output_per_mtok),
+            "input": _plain(m.input_per_mtok),
+            "output": _plain(m.output_per_mtok),
             "available": m.available,
         }
         for m in models
     ]
+    # An OpenAI-compatible server's models are the user's own: typed, not listed.
+    compatible = any(m.provider == "compatible" for m in models) or _compatible_available(user)
     current = None
     if detail is not None:
         current = {"provider": detail.conversation.provider, "model": detail.conversation.model}
@@ -52,8 +52,30 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "picker": picker,
             "current": current,
             "has_unavailable": any(not m.available for m in models),
+            "compatible": compatible,
         },
     )
+
+
+def _plain(price: Decimal | None) -> str | None:
+    """A price per 1M tokens as people write it: 2.5, 0.075, 10."""
+    if price is None:
+        return None
+    text = format(price, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _compatible_available(user: Any) -> bool:
+    from django.conf import settings
+
+    from providers import registry
+    from providers.models import ProviderKey
+
+    if "compatible" not in registry.enabled():
+        return False
+    if ProviderKey.objects.for_user(user).filter(provider="compatible").exists():
+        return True
+    return bool(settings.ALLOW_SERVER_KEYS and settings.COMPATIBLE_BASE_URL)
 
 
 @login_required

@@ -138,6 +138,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             _path = BASE_DIR / _path
         _path.parent.mkdir(parents=True, exist_ok=True)
         _db["NAME"] = str(_path)
+    # Tests use a file too (not the in-memory default): in-memory databases lock
+    # whole tables, so the streaming tests' concurrent requests would fail there.
+    _db["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}
     # WAL lets readers run beside the writer, IMMEDIATE takes the write lock at
     # BEGIN so two writers queue for `timeout` seconds instead of failing with
     # "database is locked" halfway through a transaction.

@@ -363,6 +363,19 @@ class _Dialect:
     async def error(self, fault: str) -> None:
         raise NotImplementedError
 
+    def last_user_text(self) -> str:
+        """What the generated reply echoes: the latest user message."""
+        body = self.ex.body
+        turns = body.get("input") or body.get("messages") or body.get("contents") or []
+        if isinstance(turns, str):
+            return turns
+        for turn in reversed(turns):
+            if isinstance(turn, dict) and turn.get("role") == "user":
+                if "parts" in turn:
+                    return " ".join(str(p.get("text", "")) for p in turn["parts"] if isinstance(p, dict))
+                return _text_of(turn.get("content"))
+        return ""
+
     async def auth_failed(self) -> bool:
         raise NotImplementedError
 
@@ -479,7 +492,7 @@ class OpenAIResponses(_OpenAIDialect):
         if fault == "handled":
             return
         prompt = self.prompt()
-        tokens = self.ex.reply_tokens(prompt)
+        tokens = self.ex.reply_tokens(self.last_user_text())
         text = "".join(tokens)
         reason = "content_filter" if fault == "filter" else None
         if not self.ex.body.get("stream"):
@@ -614,7 +627,7 @@ class OpenAIChat(_OpenAIDialect):
         if fault == "handled":
             return
         prompt = self.prompt()
-        tokens = self.ex.reply_tokens(prompt)
+        tokens = self.ex.reply_tokens(self.last_user_text())
         finish = "content_filter" if fault == "filter" else "stop"
         if fault == "filter":
             tokens = tokens[:2]
@@ -866,7 +879,7 @@ class Anthropic(_Dialect):
         if fault == "handled":
             return
         prompt = self.prompt()
-        tokens = self.ex.reply_tokens(prompt)
+        tokens = self.ex.reply_tokens(self.last_user_text())
         stop = "refusal" if fault == "filter" else "end_turn"
         if fault == "filter":
             tokens = tokens[:2]
@@ -1124,7 +1137,7 @@ class Gemini(_Dialect):
         if fault == "handled":
             return
         prompt = self.prompt()
-        tokens = self.ex.reply_tokens(prompt)
+        tokens = self.ex.reply_tokens(self.last_user_text())
         finish = "SAFETY" if fault == "filter" else "STOP"
         if fault == "filter":
             tokens = tokens[:2]

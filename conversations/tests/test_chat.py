@@ -160,7 +160,7 @@ async def test_a_cut_stream_keeps_the_partial_reply_marked(
 async def test_the_same_client_message_id_twice_is_one_message_and_one_call(
     signed_in: Any, openai_key: None, mock_provider: Any
 ) -> None:
-    first, events = await chat(
+    _, events = await chat(
         signed_in, provider="openai", model="gpt-4o", client_message_id="abc-123"
     )
     _, replay = await chat(
@@ -317,3 +317,27 @@ async def test_another_users_conversation_is_404(
     response, _ = await chat(signed_in, conversation=theirs.pk)
     assert response.status_code == 404
     assert not await Message.objects.aexists()
+
+
+async def test_the_sweep_command(signed_in: Any, alice: Any, settings: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    conversation = await Conversation.objects.acreate(user=alice, provider="demo", model="demo-echo")
+    await Message.objects.acreate(conversation=conversation, role="user", content="hi")
+    long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 1)
+    await Message.objects.acreate(
+        conversation=conversation, role="assistant", status="generating", provider="demo",
+        model="demo-echo", key_source="none", created=long_ago,
+    )
+    fresh = await Message.objects.acreate(
+        conversation=conversation, role="assistant", status="generating", provider="demo",
+        model="demo-echo", key_source="none",
+    )
+    out = StringIO()
+    await sync_to_async(call_command)("sweep_streams", stdout=out)
+    assert "Closed 1 interrupted reply." in out.getvalue()
+    assert await Message.objects.filter(status="error").acount() == 1
+    await fresh.arefresh_from_db()
+    assert fresh.status == "generating"  # still within the limit

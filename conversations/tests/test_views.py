@@ -1,20 +1,89 @@
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.test import Client
 
+from conversations.markdown import pygments_css
+from conversations.models import Conversation, Message, UsageRecord
+from llmchat.tests.test_settings import BASE_DIR
+
+
+def conversation_with(user: Any, n: int) -> Conversation:
+    conversation = Conversation.objects.create(user=user, title="Long", provider="demo", model="demo-echo")
+    for i in range(n):
+        Message.objects.create(conversation=conversation, role="user", content=f"question {i}")
+        reply = Message.objects.create(
+            conversation=conversation, role="assistant", content=f"answer {i}", html=f"<p>answer {i}</p>",
+            provider="demo", model="demo-echo", key_source="none", cost=Decimal("0.000001"),
+        )
+        UsageRecord.objects.create(
+            user=user, user_email=user.email, conversation=conversation, message=reply,
+            provider="demo", model="demo-echo", key_source="none", cost=Decimal("0.000001"), outcome="complete",
+        )
+    return conversation
+
 
 @pytest.mark.django_db
-def test_the_chat_page_is_the_home_page(client: Client, alice: Any) -> None:
+def test_the_chat_page(client: Client, alice: Any, prices: None) -> None:
     client.force_login(alice)
     response = client.get("/")
     assert response.status_code == 200
-    assert b"<h1>Chat</h1>" in response.content
+    html = response.content.decode()
+    assert 'id="model-picker"' in html
+    assert "Offline demo" in html
+    assert "/static/js/chat.js" in html
+    assert "(add a key)" in html  # models without a key are shown, disabled
 
 
 @pytest.mark.django_db
-def test_the_usage_page_renders(client: Client, alice: Any) -> None:
+def test_a_conversation_page_shows_messages_tokens_cost_and_total(client: Client, alice: Any, prices: None) -> None:
+    conversation = conversation_with(alice, 3)
     client.force_login(alice)
-    response = client.get("/usage/")
-    assert response.status_code == 200
-    assert b"<h1>Usage</h1>" in response.content
+    html = client.get(f"/c/{conversation.pk}/").content.decode()
+    assert "<p>answer 2</p>" in html
+    assert "question 0" in html
+    assert "Conversation total: <strong>$0.000003</strong>" in html
+    assert "$0.000001" in html
+
+
+@pytest.mark.django_db
+def test_the_conversation_page_does_a_constant_number_of_queries(
+    client: Client, alice: Any, prices: None, django_assert_max_num_queries: Any
+) -> None:
+    small = conversation_with(alice, 2)
+    large = conversation_with(alice, 150)
+    client.force_login(alice)
+    client.get(f"/c/{small.pk}/")  # warm the session
+    with django_assert_max_num_queries(15) as small_queries:
+        client.get(f"/c/{small.pk}/")
+    with django_assert_max_num_queries(len(small_queries.captured_queries)) :
+        response = client.get(f"/c/{large.pk}/")
+    assert response.content.decode().count('class="message message-assistant') == 150
+
+
+@pytest.mark.django_db
+def test_model_output_in_the_page_is_the_sanitized_html(client: Client, alice: Any, prices: None) -> None:
+    conversation = Conversation.objects.create(user=alice, provider="demo", model="demo-echo")
+    Message.objects.create(
+        conversation=conversation, role="user", content="<script>alert('user')</script>"
+    )
+    client.force_login(alice)
+    html = client.get(f"/c/{conversation.pk}/").content.decode()
+    assert "<script>alert('user')</script>" not in html
+    assert "&lt;script&gt;" in html
+
+
+@pytest.mark.django_db
+def test_the_usage_page(client: Client, alice: Any) -> None:
+    conversation_with(alice, 2)
+    client.force_login(alice)
+    html = client.get("/usage/").content.decode()
+    assert '<strong id="usage-total">$0.000002</strong>' in html
+    assert "demo/demo-echo" in html
+    assert "<svg" in html
+
+
+def test_the_highlight_stylesheet_matches_pygments() -> None:
+    css = (BASE_DIR / "static" / "css" / "highlight.css").read_text()
+    assert css.split("\n", 1)[1] == pygments_css()

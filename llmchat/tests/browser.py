@@ -33,6 +33,17 @@ def chromium_path() -> str | None:
 
 @pytest.fixture
 def page(live_server: Any) -> Iterator[Any]:
+    """A Chromium page on the WSGI live server."""
+    yield from _page(live_server.url)
+
+
+@pytest.fixture
+def asgi_page(asgi_live_server: Any) -> Iterator[Any]:
+    """A Chromium page on the ASGI server (streaming replies, Stop)."""
+    yield from _page(asgi_live_server.url)
+
+
+def _page(base_url: str) -> Iterator[Any]:
     path = chromium_path()
     if path is None:
         if os.environ.get("REQUIRE_BROWSER"):
@@ -46,7 +57,7 @@ def page(live_server: Any) -> Iterator[Any]:
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
-            context = browser.new_context(base_url=live_server.url)
+            context = browser.new_context(base_url=base_url)
             page = context.new_page()
             page.set_default_timeout(10_000)
             page.csp_violations = []  # type: ignore[attr-defined]
@@ -57,7 +68,7 @@ def page(live_server: Any) -> Iterator[Any]:
                     page.csp_violations.append(msg.text)  # type: ignore[attr-defined]
 
             def on_request(request: Any) -> None:
-                if not request.url.startswith((live_server.url, "data:")):
+                if not request.url.startswith((base_url, "data:")):
                     page.external_requests.append(request.url)  # type: ignore[attr-defined]
 
             page.on("console", on_console)

@@ -155,10 +155,20 @@
     picker.disabled = busy;
   }
 
+  const customModel = document.getElementById("custom-model");
+
   function selectedModel() {
     const [provider, ...rest] = (picker.value || "").split("|");
-    return { provider, model: rest.join("|") };
+    let model = rest.join("|");
+    // The OpenAI-compatible server's models are typed in, not listed.
+    if (provider === "compatible" && !model) model = customModel.value.trim();
+    return { provider, model };
   }
+
+  picker.addEventListener("change", () => {
+    customModel.hidden = !picker.value.startsWith("compatible|");
+    if (!customModel.hidden) customModel.focus();
+  });
 
   function newId() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -237,8 +247,9 @@
   async function send({ text, regenerate }) {
     hideBanner();
     const { provider, model } = selectedModel();
-    if (!provider) {
-      showBanner("Pick a model first.", "no_key");
+    if (!provider || !model) {
+      showBanner("Pick a model first.", provider ? "" : "no_key");
+      if (!regenerate) input.value = text;
       return;
     }
     const empty = document.getElementById("empty-state");

@@ -1,0 +1,180 @@
+"""The conversations, models and usage endpoints."""
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from conversations.models import Conversation, Message, UsageRecord
+from providers import services as key_services
+
+
+def make_conversation(user: Any, title: str = "Tokens", cost: str | None = "0.001000") -> Conversation:
+    conversation = Conversation.objects.create(user=user, title=title, provider="openai", model="gpt-4o")
+    Message.objects.create(conversation=conversation, role="user", content="What is a token?")
+    reply = Message.objects.create(
+        conversation=conversation, role="assistant", content="A *piece* of a word.",
+        html="<p>A <em>piece</em> of a word.</p>", provider="openai", model="gpt-4o",
+        key_source="user", input_tokens=10, cached_tokens=2, output_tokens=6, reasoning_tokens=1,
+        cost=Decimal(cost) if cost else None,
+    )
+    UsageRecord.objects.create(
+        user=user, user_email=user.email, conversation=conversation, message=reply,
+        provider="openai", model="gpt-4o", key_source="user", input_tokens=10, output_tokens=6,
+        cost=Decimal(cost) if cost else None, unpriced=cost is None, outcome="complete",
+    )
+    return conversation
+
+
+@pytest.mark.django_db
+def test_list_and_detail(client: Client, alice: Any) -> None:
+    conversation = make_conversation(alice)
+    client.force_login(alice)
+    listing = client.get("/api/conversations").json()
+    assert listing == [
+        {
+            "id": conversation.pk,
+            "title": "Tokens",
+            "provider": "openai",
+            "model": "gpt-4o",
+            "updated_at": conversation.updated.isoformat(),
+            "total_cost": "0.001000",
+            "unpriced_calls": 0,
+        }
+    ]
+    detail = client.get(f"/api/conversations/{conversation.pk}").json()
+    assert detail["system_prompt"] == ""
+    assert detail["total_cost"] == "0.001000"
+    user_msg, reply = detail["messages"]
+    assert user_msg["role"] == "user"
+    assert reply["html"] == "<p>A <em>piece</em> of a word.</p>"
+    assert reply["cost"] == "0.001000"
+    assert isinstance(reply["cost"], str)  # money is never a float
+    assert {"id", "role", "content", "html", "status", "input_tokens", "cached_tokens",
+            "output_tokens", "reasoning_tokens", "cost", "created_at"} <= set(reply)
+
+
+@pytest.mark.django_db
+def test_search(client: Client, alice: Any) -> None:
+    make_conversation(alice, title="Tokens")
+    make_conversation(alice, title="Gardening")
+    client.force_login(alice)
+    assert [c["title"] for c in client.get("/api/conversations?q=garden").json()] == ["Gardening"]
+    # Message content is searched too.
+    assert len(client.get("/api/conversations?q=piece").json()) == 2
+
+
+@pytest.mark.django_db
+def test_rename_and_delete_and_the_ledger_stays(client: Client, alice: Any) -> None:
+    conversation = make_conversation(alice)
+    client.force_login(alice)
+    renamed = client.patch(
+        f"/api/conversations/{conversation.pk}", json.dumps({"title": "  About tokens  ", "user": 99}),
+        content_type="application/json",
+    )
+    assert renamed.json()["title"] == "About tokens"
+    empty = client.patch(
+        f"/api/conversations/{conversation.pk}", json.dumps({"title": ""}), content_type="application/json"
+    )
+    assert empty.status_code == 400
+    assert client.delete(f"/api/conversations/{conversation.pk}").json() == {"deleted": True}
+    assert not Conversation.objects.exists()
+    record = UsageRecord.objects.get()
+    assert record.conversation is None
+    assert record.cost == Decimal("0.001000")
+
+
+@pytest.mark.django_db
+def test_everything_is_scoped_to_the_owner(client: Client, alice: Any, bob: Any) -> None:
+    theirs = make_conversation(bob)
+    client.force_login(alice)
+    assert client.get("/api/conversations").json() == []
+    for method in ("get", "delete"):
+        assert getattr(client, method)(f"/api/conversations/{theirs.pk}").status_code == 404
+    patch = client.patch(f"/api/conversations/{theirs.pk}", json.dumps({"title": "x"}), content_type="application/json")
+    assert patch.status_code == 404
+    assert client.get(f"/api/conversations/{theirs.pk}/export").status_code == 404
+    assert client.get(f"/c/{theirs.pk}/").status_code == 404
+    assert Conversation.objects.get(pk=theirs.pk).title == "Tokens"
+
+
+@pytest.mark.django_db
+def test_export_markdown_and_json(client: Client, alice: Any) -> None:
+    conversation = make_conversation(alice)
+    client.force_login(alice)
+    md = client.get(f"/api/conversations/{conversation.pk}/export?format=md")
+    assert md["Content-Type"].startswith("text/markdown")
+    assert "attachment" in md["Content-Disposition"]
+    text = md.content.decode()
+    assert "# Tokens" in text
+    assert "## You" in text
+    assert "A *piece* of a word." in text
+    assert "$0.001000" in text
+    js = client.get(f"/api/conversations/{conversation.pk}/export?format=json").json()
+    assert js["messages"][1]["content"] == "A *piece* of a word."
+    assert client.get(f"/api/conversations/{conversation.pk}/export?format=pdf").status_code == 400
+
+
+@pytest.mark.django_db
+def test_unpriced_calls_are_counted_not_costed_zero(client: Client, alice: Any) -> None:
+    conversation = make_conversation(alice, cost=None)
+    client.force_login(alice)
+    detail = client.get(f"/api/conversations/{conversation.pk}").json()
+    assert detail["unpriced_calls"] == 1
+    assert detail["messages"][1]["cost"] is None
+    assert detail["messages"][1]["unpriced"] is True
+
+
+@pytest.mark.django_db
+def test_models_list_prices_and_availability(client: Client, alice: Any, prices: None, settings: Any) -> None:
+    settings.OPENAI_API_KEY = ""
+    client.force_login(alice)
+    models = {(m["provider"], m["model"]): m for m in client.get("/api/models").json()}
+    demo = models[("demo", "demo-echo")]
+    assert demo["available"] is True
+    assert demo["input_per_mtok"] == "0.000000"
+    gpt = models[("openai", "gpt-4o")]
+    assert gpt["available"] is False
+    assert gpt["input_per_mtok"] == "2.500000"
+    assert gpt["cached_input_per_mtok"] == "1.250000"
+    assert gpt["output_per_mtok"] == "10.000000"
+    assert set(gpt) >= {"provider", "model", "name", "input_per_mtok", "cached_input_per_mtok",
+                        "output_per_mtok", "context_window", "available"}
+    key_services.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
+    models = {(m["provider"], m["model"]): m for m in client.get("/api/models").json()}
+    assert models[("openai", "gpt-4o")]["available"] is True
+    settings.ANTHROPIC_API_KEY = "sk-ant-server-0000000000000"
+    models = {(m["provider"], m["model"]): m for m in client.get("/api/models").json()}
+    assert models[("anthropic", "claude-opus-4-5")]["available"] is True
+
+
+@pytest.mark.django_db
+def test_usage_totals_by_model_and_by_day(client: Client, alice: Any, bob: Any) -> None:
+    now = timezone.now()
+    for user, cost, when in [(alice, "0.5", now), (alice, "0.25", now - timedelta(days=40)), (bob, "9", now)]:
+        UsageRecord.objects.create(
+            user=user, user_email=user.email, provider="openai", model="gpt-4o", key_source="user",
+            input_tokens=100, output_tokens=10, cost=Decimal(cost), outcome="complete", created=when,
+        )
+    client.force_login(alice)
+    usage = client.get("/api/usage").json()  # default: this month
+    assert usage["totals"]["cost"] == "0.500000"
+    assert usage["totals"]["requests"] == 1
+    assert usage["by_model"][0]["model"] == "gpt-4o"
+    assert usage["by_day"][0]["day"] == now.date().isoformat()
+    since = (now - timedelta(days=60)).date().isoformat()
+    assert client.get(f"/api/usage?since={since}").json()["totals"]["cost"] == "0.750000"
+    assert client.get("/api/usage?since=yesterday").status_code == 400
+    assert client.get(f"/api/usage?since={now.date()}&until={(now - timedelta(days=2)).date()}").status_code == 400
+
+
+@pytest.mark.django_db
+def test_api_errors_are_json(client: Client) -> None:
+    for url in ["/api/conversations", "/api/models", "/api/usage"]:
+        response = client.get(url)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthenticated"

