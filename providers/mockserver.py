@@ -372,7 +372,9 @@ class _Dialect:
         for turn in reversed(turns):
             if isinstance(turn, dict) and turn.get("role") == "user":
                 if "parts" in turn:
-                    return " ".join(str(p.get("text", "")) for p in turn["parts"] if isinstance(p, dict))
+                    return " ".join(
+                        str(p.get("text", "")) for p in turn["parts"] if isinstance(p, dict)
+                    )
                 return _text_of(turn.get("content"))
         return ""
 

@@ -13,19 +13,40 @@ from conversations.models import Conversation, Message, UsageRecord
 from providers import services as key_services
 
 
-def make_conversation(user: Any, title: str = "Tokens", cost: str | None = "0.001000") -> Conversation:
-    conversation = Conversation.objects.create(user=user, title=title, provider="openai", model="gpt-4o")
+def make_conversation(
+    user: Any, title: str = "Tokens", cost: str | None = "0.001000"
+) -> Conversation:
+    conversation = Conversation.objects.create(
+        user=user, title=title, provider="openai", model="gpt-4o"
+    )
     Message.objects.create(conversation=conversation, role="user", content="What is a token?")
     reply = Message.objects.create(
-        conversation=conversation, role="assistant", content="A *piece* of a word.",
-        html="<p>A <em>piece</em> of a word.</p>", provider="openai", model="gpt-4o",
-        key_source="user", input_tokens=10, cached_tokens=2, output_tokens=6, reasoning_tokens=1,
+        conversation=conversation,
+        role="assistant",
+        content="A *piece* of a word.",
+        html="<p>A <em>piece</em> of a word.</p>",
+        provider="openai",
+        model="gpt-4o",
+        key_source="user",
+        input_tokens=10,
+        cached_tokens=2,
+        output_tokens=6,
+        reasoning_tokens=1,
         cost=Decimal(cost) if cost else None,
     )
     UsageRecord.objects.create(
-        user=user, user_email=user.email, conversation=conversation, message=reply,
-        provider="openai", model="gpt-4o", key_source="user", input_tokens=10, output_tokens=6,
-        cost=Decimal(cost) if cost else None, unpriced=cost is None, outcome="complete",
+        user=user,
+        user_email=user.email,
+        conversation=conversation,
+        message=reply,
+        provider="openai",
+        model="gpt-4o",
+        key_source="user",
+        input_tokens=10,
+        output_tokens=6,
+        cost=Decimal(cost) if cost else None,
+        unpriced=cost is None,
+        outcome="complete",
     )
     return conversation
 
@@ -54,8 +75,19 @@ def test_list_and_detail(client: Client, alice: Any) -> None:
     assert reply["html"] == "<p>A <em>piece</em> of a word.</p>"
     assert reply["cost"] == "0.001000"
     assert isinstance(reply["cost"], str)  # money is never a float
-    assert {"id", "role", "content", "html", "status", "input_tokens", "cached_tokens",
-            "output_tokens", "reasoning_tokens", "cost", "created_at"} <= set(reply)
+    assert {
+        "id",
+        "role",
+        "content",
+        "html",
+        "status",
+        "input_tokens",
+        "cached_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "cost",
+        "created_at",
+    } <= set(reply)
 
 
 @pytest.mark.django_db
@@ -73,12 +105,15 @@ def test_rename_and_delete_and_the_ledger_stays(client: Client, alice: Any) -> N
     conversation = make_conversation(alice)
     client.force_login(alice)
     renamed = client.patch(
-        f"/api/conversations/{conversation.pk}", json.dumps({"title": "  About tokens  ", "user": 99}),
+        f"/api/conversations/{conversation.pk}",
+        json.dumps({"title": "  About tokens  ", "user": 99}),
         content_type="application/json",
     )
     assert renamed.json()["title"] == "About tokens"
     empty = client.patch(
-        f"/api/conversations/{conversation.pk}", json.dumps({"title": ""}), content_type="application/json"
+        f"/api/conversations/{conversation.pk}",
+        json.dumps({"title": ""}),
+        content_type="application/json",
     )
     assert empty.status_code == 400
     assert client.delete(f"/api/conversations/{conversation.pk}").json() == {"deleted": True}
@@ -95,7 +130,11 @@ def test_everything_is_scoped_to_the_owner(client: Client, alice: Any, bob: Any)
     assert client.get("/api/conversations").json() == []
     for method in ("get", "delete"):
         assert getattr(client, method)(f"/api/conversations/{theirs.pk}").status_code == 404
-    patch = client.patch(f"/api/conversations/{theirs.pk}", json.dumps({"title": "x"}), content_type="application/json")
+    patch = client.patch(
+        f"/api/conversations/{theirs.pk}",
+        json.dumps({"title": "x"}),
+        content_type="application/json",
+    )
     assert patch.status_code == 404
     assert client.get(f"/api/conversations/{theirs.pk}/export").status_code == 404
     assert client.get(f"/c/{theirs.pk}/").status_code == 404
@@ -130,7 +169,9 @@ def test_unpriced_calls_are_counted_not_costed_zero(client: Client, alice: Any) 
 
 
 @pytest.mark.django_db
-def test_models_list_prices_and_availability(client: Client, alice: Any, prices: None, settings: Any) -> None:
+def test_models_list_prices_and_availability(
+    client: Client, alice: Any, prices: None, settings: Any
+) -> None:
     settings.OPENAI_API_KEY = ""
     client.force_login(alice)
     models = {(m["provider"], m["model"]): m for m in client.get("/api/models").json()}
@@ -142,8 +183,16 @@ def test_models_list_prices_and_availability(client: Client, alice: Any, prices:
     assert gpt["input_per_mtok"] == "2.500000"
     assert gpt["cached_input_per_mtok"] == "1.250000"
     assert gpt["output_per_mtok"] == "10.000000"
-    assert set(gpt) >= {"provider", "model", "name", "input_per_mtok", "cached_input_per_mtok",
-                        "output_per_mtok", "context_window", "available"}
+    assert set(gpt) >= {
+        "provider",
+        "model",
+        "name",
+        "input_per_mtok",
+        "cached_input_per_mtok",
+        "output_per_mtok",
+        "context_window",
+        "available",
+    }
     key_services.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
     models = {(m["provider"], m["model"]): m for m in client.get("/api/models").json()}
     assert models[("openai", "gpt-4o")]["available"] is True
@@ -155,10 +204,22 @@ def test_models_list_prices_and_availability(client: Client, alice: Any, prices:
 @pytest.mark.django_db
 def test_usage_totals_by_model_and_by_day(client: Client, alice: Any, bob: Any) -> None:
     now = timezone.now()
-    for user, cost, when in [(alice, "0.5", now), (alice, "0.25", now - timedelta(days=40)), (bob, "9", now)]:
+    for user, cost, when in [
+        (alice, "0.5", now),
+        (alice, "0.25", now - timedelta(days=40)),
+        (bob, "9", now),
+    ]:
         UsageRecord.objects.create(
-            user=user, user_email=user.email, provider="openai", model="gpt-4o", key_source="user",
-            input_tokens=100, output_tokens=10, cost=Decimal(cost), outcome="complete", created=when,
+            user=user,
+            user_email=user.email,
+            provider="openai",
+            model="gpt-4o",
+            key_source="user",
+            input_tokens=100,
+            output_tokens=10,
+            cost=Decimal(cost),
+            outcome="complete",
+            created=when,
         )
     client.force_login(alice)
     usage = client.get("/api/usage").json()  # default: this month
@@ -169,7 +230,12 @@ def test_usage_totals_by_model_and_by_day(client: Client, alice: Any, bob: Any) 
     since = (now - timedelta(days=60)).date().isoformat()
     assert client.get(f"/api/usage?since={since}").json()["totals"]["cost"] == "0.750000"
     assert client.get("/api/usage?since=yesterday").status_code == 400
-    assert client.get(f"/api/usage?since={now.date()}&until={(now - timedelta(days=2)).date()}").status_code == 400
+    assert (
+        client.get(
+            f"/api/usage?since={now.date()}&until={(now - timedelta(days=2)).date()}"
+        ).status_code
+        == 400
+    )
 
 
 @pytest.mark.django_db

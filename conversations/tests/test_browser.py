@@ -26,7 +26,12 @@ XSS_REPLY = (
 @pytest.mark.django_db(transaction=True)
 def test_a_person_chats_with_a_model(asgi_page: Any, mock_provider: Any, prices: None) -> None:
     page = asgi_page
-    page.on("dialog", lambda dialog: dialog.accept("Renamed chat") if dialog.type == "prompt" else dialog.accept())
+    page.on(
+        "dialog",
+        lambda dialog: (
+            dialog.accept("Renamed chat") if dialog.type == "prompt" else dialog.accept()
+        ),
+    )
 
     # Sign up.
     page.goto("/accounts/signup/")
@@ -45,7 +50,9 @@ def test_a_person_chats_with_a_model(asgi_page: Any, mock_provider: Any, prices:
 
     # Chat: the reply streams in, then shows its tokens and cost.
     mock_provider.configure(
-        reply="Tokens are **pieces** of words.", input_tokens=1200, cached_tokens=200,
+        reply="Tokens are **pieces** of words.",
+        input_tokens=1200,
+        cached_tokens=200,
         tokens_per_second=20,
     )
     page.click("nav >> text=Chat")

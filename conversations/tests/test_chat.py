@@ -324,16 +324,27 @@ async def test_the_sweep_command(signed_in: Any, alice: Any, settings: Any) -> N
 
     from django.core.management import call_command
 
-    conversation = await Conversation.objects.acreate(user=alice, provider="demo", model="demo-echo")
+    conversation = await Conversation.objects.acreate(
+        user=alice, provider="demo", model="demo-echo"
+    )
     await Message.objects.acreate(conversation=conversation, role="user", content="hi")
     long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 1)
     await Message.objects.acreate(
-        conversation=conversation, role="assistant", status="generating", provider="demo",
-        model="demo-echo", key_source="none", created=long_ago,
+        conversation=conversation,
+        role="assistant",
+        status="generating",
+        provider="demo",
+        model="demo-echo",
+        key_source="none",
+        created=long_ago,
     )
     fresh = await Message.objects.acreate(
-        conversation=conversation, role="assistant", status="generating", provider="demo",
-        model="demo-echo", key_source="none",
+        conversation=conversation,
+        role="assistant",
+        status="generating",
+        provider="demo",
+        model="demo-echo",
+        key_source="none",
     )
     out = StringIO()
     await sync_to_async(call_command)("sweep_streams", stdout=out)

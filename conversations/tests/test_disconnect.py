@@ -39,10 +39,17 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> None:
 def test_stop_keeps_the_partial_reply_and_closes_the_upstream_call(
     asgi_live_server: Any, alice: Any, mock_provider: Any, prices: None
 ) -> None:
-    key_services.provider_key_save(user=alice, provider="openai", key="sk-test-key-0000000000000000")
+    key_services.provider_key_save(
+        user=alice, provider="openai", key="sk-test-key-0000000000000000"
+    )
     mock_provider.configure(reply_tokens=400, tokens_per_second=40)
     http = session_for(alice, asgi_live_server.url)
-    body = {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Go on and on"}
+    body = {
+        "conversation": None,
+        "provider": "openai",
+        "model": "gpt-4o",
+        "message": "Go on and on",
+    }
     deltas = 0
     with http.stream("POST", "/api/chat", json=body) as response:
         assert response.status_code == 200
@@ -65,7 +72,8 @@ def test_stop_keeps_the_partial_reply_and_closes_the_upstream_call(
     assert record.outcome == "stopped"
     assert record.estimated
     assert record.output_tokens > 0
-    assert record.cost is not None and record.cost > 0
+    assert record.cost is not None
+    assert record.cost > 0
     wait_for(lambda: mock_provider.disconnects == 1)
     assert Message.objects.get(role="user").content == "Go on and on"
     # The conversation is free for the next message.
@@ -74,7 +82,9 @@ def test_stop_keeps_the_partial_reply_and_closes_the_upstream_call(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_stream_is_served_incrementally(asgi_live_server: Any, alice: Any, settings: Any, prices: None) -> None:
+def test_the_stream_is_served_incrementally(
+    asgi_live_server: Any, alice: Any, settings: Any, prices: None
+) -> None:
     # The first delta arrives long before the last: nothing buffers the reply.
     settings.DEMO_TOKEN_DELAY = 0.02
     http = session_for(alice, asgi_live_server.url)

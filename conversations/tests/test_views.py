@@ -10,16 +10,31 @@ from llmchat.tests.test_settings import BASE_DIR
 
 
 def conversation_with(user: Any, n: int) -> Conversation:
-    conversation = Conversation.objects.create(user=user, title="Long", provider="demo", model="demo-echo")
+    conversation = Conversation.objects.create(
+        user=user, title="Long", provider="demo", model="demo-echo"
+    )
     for i in range(n):
         Message.objects.create(conversation=conversation, role="user", content=f"question {i}")
         reply = Message.objects.create(
-            conversation=conversation, role="assistant", content=f"answer {i}", html=f"<p>answer {i}</p>",
-            provider="demo", model="demo-echo", key_source="none", cost=Decimal("0.000001"),
+            conversation=conversation,
+            role="assistant",
+            content=f"answer {i}",
+            html=f"<p>answer {i}</p>",
+            provider="demo",
+            model="demo-echo",
+            key_source="none",
+            cost=Decimal("0.000001"),
         )
         UsageRecord.objects.create(
-            user=user, user_email=user.email, conversation=conversation, message=reply,
-            provider="demo", model="demo-echo", key_source="none", cost=Decimal("0.000001"), outcome="complete",
+            user=user,
+            user_email=user.email,
+            conversation=conversation,
+            message=reply,
+            provider="demo",
+            model="demo-echo",
+            key_source="none",
+            cost=Decimal("0.000001"),
+            outcome="complete",
         )
     return conversation
 
@@ -37,7 +52,9 @@ def test_the_chat_page(client: Client, alice: Any, prices: None) -> None:
 
 
 @pytest.mark.django_db
-def test_a_conversation_page_shows_messages_tokens_cost_and_total(client: Client, alice: Any, prices: None) -> None:
+def test_a_conversation_page_shows_messages_tokens_cost_and_total(
+    client: Client, alice: Any, prices: None
+) -> None:
     conversation = conversation_with(alice, 3)
     client.force_login(alice)
     html = client.get(f"/c/{conversation.pk}/").content.decode()
@@ -57,13 +74,15 @@ def test_the_conversation_page_does_a_constant_number_of_queries(
     client.get(f"/c/{small.pk}/")  # warm the session
     with django_assert_max_num_queries(15) as small_queries:
         client.get(f"/c/{small.pk}/")
-    with django_assert_max_num_queries(len(small_queries.captured_queries)) :
+    with django_assert_max_num_queries(len(small_queries.captured_queries)):
         response = client.get(f"/c/{large.pk}/")
     assert response.content.decode().count('class="message message-assistant') == 150
 
 
 @pytest.mark.django_db
-def test_model_output_in_the_page_is_the_sanitized_html(client: Client, alice: Any, prices: None) -> None:
+def test_model_output_in_the_page_is_the_sanitized_html(
+    client: Client, alice: Any, prices: None
+) -> None:
     conversation = Conversation.objects.create(user=alice, provider="demo", model="demo-echo")
     Message.objects.create(
         conversation=conversation, role="user", content="<script>alert('user')</script>"
