@@ -74,7 +74,10 @@ class RequestLogMiddleware(_SyncAndAsyncMiddleware):
                 "streaming": response.streaming,
             },
         )
-        request_id_var.reset(token)
+        if not response.streaming:
+            # A streamed body is produced after this returns, in the same task;
+            # its log lines (the chat turn) keep the request id.
+            request_id_var.reset(token)
         return response
 
     def handle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:

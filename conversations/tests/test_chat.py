@@ -352,3 +352,19 @@ async def test_the_sweep_command(signed_in: Any, alice: Any, settings: Any) -> N
     assert await Message.objects.filter(status="error").acount() == 1
     await fresh.arefresh_from_db()
     assert fresh.status == "generating"  # still within the limit
+
+
+async def test_the_chat_turn_is_logged_with_its_request_id_and_no_content(
+    signed_in: Any, settings: Any, caplog: Any
+) -> None:
+    import logging
+
+    settings.DEMO_TOKEN_DELAY = 0
+    with caplog.at_level(logging.INFO):
+        response, events = await chat(signed_in, message="A secret question")
+    turn = next(r for r in caplog.records if r.getMessage() == "chat turn")
+    assert turn.request_id == response["X-Request-ID"]
+    assert turn.provider == "demo"
+    assert turn.outcome == "complete"
+    assert turn.cost == "0.000000"
+    assert "A secret question" not in caplog.text
