@@ -361,7 +361,7 @@ async def test_the_chat_turn_is_logged_with_its_request_id_and_no_content(
 
     settings.DEMO_TOKEN_DELAY = 0
     with caplog.at_level(logging.INFO):
-        response, events = await chat(signed_in, message="A secret question")
+        response, _ = await chat(signed_in, message="A secret question")
     turn = next(r for r in caplog.records if r.getMessage() == "chat turn")
     assert turn.request_id == response["X-Request-ID"]
     assert turn.provider == "demo"
