@@ -1,7 +1,9 @@
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.models import UserManager as DjangoUserManager
+from django.core.validators import MinValueValidator
 from django.db import models
 
 
@@ -42,6 +44,18 @@ class UserManager(DjangoUserManager["User"]):
 class User(AbstractUser):
     username = None  # type: ignore[assignment]
     email = models.EmailField("email address", unique=True)
+    # Monthly spend limits in USD; see accounts.budgets.
+    monthly_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="USD per calendar month (UTC). Empty: the site default (DEFAULT_MONTHLY_BUDGET).",
+    )
+    unlimited_budget = models.BooleanField(
+        default=False, help_text="No monthly limit for this user, whatever the default."
+    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS = []

@@ -424,6 +424,23 @@ CHAT_MAX_SYSTEM_PROMPT_CHARS = env.int("CHAT_MAX_SYSTEM_PROMPT_CHARS", default=2
 # Seconds between keep-alive comments on a quiet stream (proxies close idle ones).
 CHAT_HEARTBEAT_SECONDS = env.float("CHAT_HEARTBEAT_SECONDS", default=15.0)
 
+# --- Budgets and limits ----------------------------------------------------------
+# Monthly spend limits in USD (empty: unlimited). Per user; a user's own limit in
+# the admin overrides the default. The server-key limit caps what each user may
+# spend of the operator's keys.
+DEFAULT_MONTHLY_BUDGET = env.str("DEFAULT_MONTHLY_BUDGET", default="")
+SERVER_KEY_MONTHLY_BUDGET = env.str("SERVER_KEY_MONTHLY_BUDGET", default="")
+# Chat requests per user: "N/s", "N/m", "N/h" (empty: no limit), and streams at once.
+CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="30/m")
+CHAT_MAX_CONCURRENT_STREAMS = env.int("CHAT_MAX_CONCURRENT_STREAMS", default=3)
+
+# --- Operators ------------------------------------------------------------------
+# Staff may read conversation contents in the admin (metadata only otherwise).
+ADMIN_CAN_READ_CHATS = env.bool("ADMIN_CAN_READ_CHATS", default=False)
+# /metrics: a bearer token, and/or client IPs allowed without one.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+
 # --- Site -----------------------------------------------------------------------
 
 SITE_NAME = env.str("SITE_NAME", default="llmchat")
