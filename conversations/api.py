@@ -23,6 +23,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 
+from accounts import budgets
 from conversations import selectors, services
 from conversations.models import Conversation, Message, Status
 from llmchat.api import ApiError, api_view, error_response, read_json, string_field
@@ -115,7 +116,10 @@ async def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     try:
         turn = await sync_to_async(services.chat_start)(user=request.user, **fields)  # type: ignore[arg-type]
     except services.ChatRefused as exc:
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        refused = error_response(exc.status, exc.code, exc.message, **exc.extra)
+        if "retry_after" in exc.extra:
+            refused["Retry-After"] = str(exc.extra["retry_after"])
+        return refused
     response = StreamingHttpResponse(_stream(turn), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -176,17 +180,20 @@ async def _stream(turn: services.Turn) -> AsyncIterator[str]:
     last_checkpoint = started
 
     async def finish() -> Message:
-        await stream.aclose()  # ends the upstream call if it is still open
-        return await sync_to_async(services.chat_finish)(
-            turn=turn,
-            text="".join(parts),
-            status=status,
-            usage=stream.usage,
-            usage_final=error is None and status == Status.COMPLETE,
-            error=error,
-            ttft_ms=ttft_ms,
-            latency_ms=int((time.monotonic() - started) * 1000),
-        )
+        try:
+            await stream.aclose()  # ends the upstream call if it is still open
+            return await sync_to_async(services.chat_finish)(
+                turn=turn,
+                text="".join(parts),
+                status=status,
+                usage=stream.usage,
+                usage_final=error is None and status == Status.COMPLETE,
+                error=error,
+                ttft_ms=ttft_ms,
+                latency_ms=int((time.monotonic() - started) * 1000),
+            )
+        finally:
+            await sync_to_async(services.release_turn)(turn)
 
     try:
         async for event in _with_heartbeat(stream, settings.CHAT_HEARTBEAT_SECONDS):
@@ -363,8 +370,18 @@ def usage(request: HttpRequest) -> JsonResponse:
     if since and until and since >= until:
         raise ApiError(400, "invalid", "'since' must be before 'until'.", field="since")
     summary = selectors.usage_summary(request.user, since, until)  # type: ignore[arg-type]
+    budget = budgets.budget_status(request.user)  # type: ignore[arg-type]
     return JsonResponse(
         {
+            "budget": {
+                "limit": money(budget.limit),
+                "spent_this_month": money(budget.spent),
+                "server_key_limit": money(budget.server_limit),
+                "server_key_spent_this_month": money(budget.server_spent),
+                "resets_at": budget.resets_at.isoformat(),
+                "warning": budget.warning,
+                "exceeded": budget.exceeded,
+            },
             "since": since.date().isoformat() if since else None,
             "until": (until - timedelta(days=1)).date().isoformat() if until else None,
             "totals": _usage_row(summary["totals"]),

@@ -22,7 +22,9 @@ from django.db.models import Q
 from django.http import Http404
 from django.utils import timezone
 
+from accounts import budgets
 from conversations.markdown import render_markdown
+from llmchat import ratelimit
 from conversations.models import Conversation, KeySource, Message, Status, UsageRecord
 from pricing.calculator import calculate_cost
 from pricing.models import price_for
@@ -136,6 +138,7 @@ def chat_start(
     if conversation_id is not None:
         conversation_for_user(user, conversation_id)  # 404 before anything else
         sweep_stale_streams(conversation_id=conversation_id)
+    _check_rate(user)
     try:
         creds = credentials_for(user=user, provider=provider)
     except KeyProblem as exc:
@@ -146,6 +149,96 @@ def chat_start(
         if earlier is not None:
             return earlier
 
+    if registry.get(provider).needs_key:  # the free demo never counts against a budget
+        _check_budget(user, creds)
+    if not ratelimit.acquire_slot(
+        f"user:{user.pk}", settings.CHAT_MAX_CONCURRENT_STREAMS, settings.CHAT_STREAM_MAX_SECONDS
+    ):
+        raise ChatRefused(
+            429,
+            "too_many_streams",
+            f"You already have {settings.CHAT_MAX_CONCURRENT_STREAMS} replies streaming. "
+            "Wait for one to finish.",
+            retry_after=5,
+        )
+    try:
+        return _open_turn(
+            user=user,
+            conversation_id=conversation_id,
+            provider=provider,
+            model=model,
+            message=message,
+            system_prompt=system_prompt,
+            client_message_id=client_message_id,
+            regenerate=regenerate,
+            creds=creds,
+        )
+    except BaseException:
+        ratelimit.release_slot(f"user:{user.pk}")
+        raise
+
+
+def _check_rate(user: User) -> None:
+    rate = ratelimit.parse_rate(settings.CHAT_RATE_LIMIT)
+    if rate is None:
+        return
+    wait = ratelimit.hit(f"chat:{user.pk}", rate)
+    if wait is not None:
+        raise ChatRefused(
+            429,
+            "rate_limited",
+            f"Too many messages: the limit is {rate.limit} per {_window_name(rate.window)}. "
+            f"Try again in {wait} second{'s' if wait != 1 else ''}.",
+            retry_after=wait,
+        )
+
+
+def _window_name(seconds: int) -> str:
+    names = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+    return names.get(seconds, f"{seconds} seconds")
+
+
+def _check_budget(user: User, creds: Credentials) -> None:
+    status = budgets.budget_status(user)
+    resets = f"{status.resets_at:%B} {status.resets_at.day}, {status.resets_at.year}"
+    if status.exceeded:
+        raise ChatRefused(
+            402,
+            "budget_exceeded",
+            f"You have used your monthly budget of ${status.limit} (spent ${status.spent:.2f}). "
+            f"It resets on {resets} (UTC).",
+            limit=str(status.limit),
+            resets_at=status.resets_at.isoformat(),
+        )
+    if creds.key_source == "server" and status.server_exceeded:
+        raise ChatRefused(
+            402,
+            "server_budget_exceeded",
+            f"You have used this month's allowance of ${status.server_limit} on the server's "
+            f"keys. It resets on {resets} (UTC); add your own key to keep going now.",
+            limit=str(status.server_limit),
+            resets_at=status.resets_at.isoformat(),
+        )
+
+
+def release_turn(turn: Turn) -> None:
+    """Give back the stream slot a turn took (after its reply is saved)."""
+    if not turn.replay:
+        ratelimit.release_slot(f"user:{turn.conversation.user_id}")
+
+
+def _open_turn(
+    *,
+    user: User,
+    conversation_id: int | None,
+    provider: str,
+    model: str,
+    message: str,
+    system_prompt: str | None,
+    client_message_id: str,
+    regenerate: bool,
+    creds: Credentials,
+) -> Turn:
     now = timezone.now()
     try:
         with transaction.atomic():

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from accounts import budgets
 from conversations import selectors, services
 
 
@@ -53,6 +54,7 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "current": current,
             "has_unavailable": any(not m.available for m in models),
             "compatible": compatible,
+            "budget": budgets.budget_status(user),
         },
     )
 
@@ -102,5 +104,6 @@ def usage(request: HttpRequest) -> HttpResponse:
             "month_end": (since + timedelta(days=32)).replace(day=1),
             "chart": chart,
             "chart_width": max(len(chart), 1) * 12,
+            "budget": budgets.budget_status(user),
         },
     )

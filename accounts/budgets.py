@@ -1,0 +1,116 @@
+"""Monthly spend limits: what a user may spend, has spent, and when it resets.
+
+Months are calendar months in UTC. Spend is the sum of the ledger's costs
+(conversations.UsageRecord) — the costs computed at call time; unpriced calls
+count as 0 (they are flagged in the reports instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+WARN_AT = Decimal("0.8")
+
+
+def month_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The start of this UTC month and of the next."""
+    now = (now or timezone.now()).astimezone(UTC)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if start.month == 12:
+        return start, start.replace(year=start.year + 1, month=1)
+    return start, start.replace(month=start.month + 1)
+
+
+def _setting(name: str) -> Decimal | None:
+    raw = str(getattr(settings, name, "") or "").strip()
+    if not raw:
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be an amount in USD, like 20 or 12.50") from None
+    if value < 0:
+        raise ImproperlyConfigured(f"{name} cannot be negative")
+    return value
+
+
+def user_limit(user: User) -> Decimal | None:
+    """The user's monthly limit in USD, or None for no limit."""
+    if user.unlimited_budget:
+        return None
+    if user.monthly_budget is not None:
+        return user.monthly_budget
+    return _setting("DEFAULT_MONTHLY_BUDGET")
+
+
+def server_key_limit() -> Decimal | None:
+    return _setting("SERVER_KEY_MONTHLY_BUDGET")
+
+
+@dataclass(frozen=True)
+class Spend:
+    total: Decimal
+    server_keys: Decimal
+
+
+def month_spend(user: User, now: datetime | None = None) -> Spend:
+    from conversations.models import UsageRecord
+
+    start, end = month_bounds(now)
+    sums = UsageRecord.objects.filter(user=user, created__gte=start, created__lt=end).aggregate(
+        total=Sum("cost"), server=Sum("cost", filter=Q(key_source="server"))
+    )
+    return Spend(sums["total"] or Decimal(0), sums["server"] or Decimal(0))
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    limit: Decimal | None
+    spent: Decimal
+    resets_at: datetime
+    server_limit: Decimal | None
+    server_spent: Decimal
+
+    @property
+    def exceeded(self) -> bool:
+        return self.limit is not None and self.spent >= self.limit
+
+    @property
+    def server_exceeded(self) -> bool:
+        return self.server_limit is not None and self.server_spent >= self.server_limit
+
+    @property
+    def warning(self) -> bool:
+        """At 80% of either limit."""
+        return any(
+            limit is not None and limit > 0 and spent >= limit * WARN_AT
+            for limit, spent in ((self.limit, self.spent), (self.server_limit, self.server_spent))
+        )
+
+    @property
+    def used_fraction(self) -> Decimal | None:
+        if self.limit is None or self.limit == 0:
+            return None
+        return min(self.spent / self.limit, Decimal(1))
+
+
+def budget_status(user: User, now: datetime | None = None) -> BudgetStatus:
+    spend = month_spend(user, now)
+    return BudgetStatus(
+        limit=user_limit(user),
+        spent=spend.total,
+        resets_at=month_bounds(now)[1],
+        server_limit=server_key_limit(),
+        server_spent=spend.server_keys,
+    )

@@ -1,0 +1,91 @@
+"""The cache-backed limits, in-process and across two processes sharing Redis."""
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from llmchat import ratelimit
+from llmchat.tests.test_settings import BASE_DIR
+
+REDIS = ("127.0.0.1", 6379)
+
+
+def test_parse_rate() -> None:
+    assert ratelimit.parse_rate("30/m") == ratelimit.Rate(30, 60)
+    assert ratelimit.parse_rate("5/10s") == ratelimit.Rate(5, 10)
+    assert ratelimit.parse_rate("1000/d") == ratelimit.Rate(1000, 86400)
+    assert ratelimit.parse_rate("") is None
+    for bad in ("30", "x/m", "0/m", "3/w"):
+        with pytest.raises(ImproperlyConfigured):
+            ratelimit.parse_rate(bad)
+
+
+def test_a_fixed_window() -> None:
+    rate = ratelimit.Rate(2, 60)
+    assert ratelimit.hit("k", rate, now=120.0) is None
+    assert ratelimit.hit("k", rate, now=130.0) is None
+    assert ratelimit.hit("k", rate, now=150.0) == 30
+    assert ratelimit.hit("k", rate, now=180.0) is None  # the next window
+
+
+def test_slots() -> None:
+    assert ratelimit.acquire_slot("u", 2, 60)
+    assert ratelimit.acquire_slot("u", 2, 60)
+    assert not ratelimit.acquire_slot("u", 2, 60)
+    ratelimit.release_slot("u")
+    assert ratelimit.acquire_slot("u", 2, 60)
+    ratelimit.release_slot("nobody")  # releasing what was never taken is harmless
+
+
+WORKER = """
+import os, sys, django
+sys.path.insert(0, {base!r})
+os.environ["DJANGO_SETTINGS_MODULE"] = "llmchat.settings"
+django.setup()
+from llmchat import ratelimit
+rate = ratelimit.Rate(25, 3600)
+allowed = sum(ratelimit.hit({key!r}, rate) is None for _ in range(40))
+slots = sum(ratelimit.acquire_slot({key!r}, 3, 60) for _ in range(5))
+print(allowed, slots)
+"""
+
+
+def redis_up() -> bool:
+    try:
+        with socket.create_connection(REDIS, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_limits_hold_across_two_processes_sharing_redis() -> None:
+    if not redis_up():
+        if os.environ.get("CI"):
+            pytest.fail("Redis is not running on 127.0.0.1:6379")
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    key = f"test-{uuid.uuid4().hex}"
+    env: dict[str, Any] = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ["HOME"],
+        "ENV_FILE": "",
+        "DEBUG": "true",
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "DATABASE_URL": "sqlite:///:memory:",
+    }
+    code = WORKER.format(base=str(BASE_DIR), key=key)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    allowed = sum(int(r[0]) for r in results)
+    slots = sum(int(r[1]) for r in results)
+    assert allowed == 25  # 80 attempts, one shared limit
+    assert slots == 3
