@@ -189,3 +189,13 @@ def asgi_live_server(transactional_db: None) -> Any:
     yield Live()
     server.should_exit = True
     thread.join(timeout=10)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # SQLite leaves the WAL files of the per-run test database behind when other
+    # threads still held connections; remove them.
+    import os
+    from pathlib import Path
+
+    for leftover in (Path(__file__).parent / "var").glob(f"test-db-{os.getpid()}.sqlite3*"):
+        leftover.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ settings that `manage.py check --deploy` asks for.
 Every variable is listed, with its default, in README.md ("Configuration").
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -140,7 +141,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         _db["NAME"] = str(_path)
     # Tests use a file too (not the in-memory default): in-memory databases lock
     # whole tables, so the streaming tests' concurrent requests would fail there.
-    _db["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}
+    # One file per test run, so that two runs at once don't share it.
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+    _db["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")}
     # WAL lets readers run beside the writer, IMMEDIATE takes the write lock at
     # BEGIN so two writers queue for `timeout` seconds instead of failing with
     # "database is locked" halfway through a transaction.
