@@ -6,7 +6,9 @@ Each worker is one asyncio event loop that can hold hundreds of open chat
 streams, so a few workers (one per core) go a long way.
 """
 
+import glob
 import os
+from typing import Any
 
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
@@ -31,3 +33,30 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 # Proxies whose X-Forwarded-* headers are trusted.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Prometheus with several workers: when PROMETHEUS_MULTIPROC_DIR is set, each
+# worker keeps its metric values in files there and /metrics sums them (see
+# llmchat/metrics.py). At start the directory is created if missing and files
+# left by an earlier run are removed; a dead worker's "live" gauges (open chat
+# streams) are dropped when it exits.
+_METRIC_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
+
+
+def on_starting(server: Any) -> None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    os.makedirs(path, exist_ok=True)
+    for pattern in _METRIC_FILES:
+        for name in glob.glob(os.path.join(glob.escape(path), pattern)):
+            os.remove(name)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:
+        return
+    multiprocess.mark_process_dead(worker.pid)

@@ -26,6 +26,7 @@ from django.utils import timezone
 from accounts import budgets
 from conversations import selectors, services
 from conversations.models import Conversation, Message, Status
+from llmchat import metrics
 from llmchat.api import ApiError, api_view, error_response, read_json, string_field
 from pricing.calculator import MICRO_DOLLAR
 from providers import registry
@@ -172,6 +173,7 @@ async def _stream(turn: services.Turn) -> AsyncIterator[str]:
 
     provider = registry.get(turn.provider)
     stream = provider.stream(turn.request, turn.creds)
+    metrics.stream_started()
     parts: list[str] = []
     status = Status.COMPLETE
     error: ProviderError | None = None
@@ -193,6 +195,7 @@ async def _stream(turn: services.Turn) -> AsyncIterator[str]:
                 latency_ms=int((time.monotonic() - started) * 1000),
             )
         finally:
+            metrics.stream_finished()
             await sync_to_async(services.release_turn)(turn)
 
     try:

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts import budgets
 from conversations.markdown import render_markdown
-from llmchat import ratelimit
+from llmchat import metrics, ratelimit
 from conversations.models import Conversation, KeySource, Message, Status, UsageRecord
 from pricing.calculator import calculate_cost
 from pricing.models import price_for
@@ -470,6 +470,21 @@ def chat_finish(
             )
         Conversation.objects.filter(pk=turn.conversation.pk).update(
             busy_until=None, updated=timezone.now()
+        )
+    if updated:
+        metrics.record_chat_turn(
+            provider=assistant.provider,
+            model=assistant.model,
+            outcome=status,
+            input_tokens=settled.input_tokens,
+            cached_tokens=settled.cached_tokens,
+            cache_write_tokens=settled.cache_write_tokens,
+            output_tokens=settled.output_tokens,
+            reasoning_tokens=settled.reasoning_tokens,
+            cost=cost,
+            ttft_ms=ttft_ms,
+            latency_ms=latency_ms,
+            error_code=error.code if error else "",
         )
     assistant.refresh_from_db()
     logger.info(

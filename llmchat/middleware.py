@@ -8,7 +8,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from llmchat import health
+from llmchat import health, metrics
 from llmchat.logging import request_id_var
 
 logger = logging.getLogger("llmchat.request")
@@ -56,10 +56,18 @@ class RequestLogMiddleware(_SyncAndAsyncMiddleware):
         return time.monotonic(), request_id_var.set(rid)
 
     def _finish(
-        self, request: HttpRequest, response: HttpResponse, started: float, token: Any
+        self,
+        request: HttpRequest,
+        response: HttpResponse,
+        started: float,
+        token: Any,
+        *,
+        own_context: bool = False,
     ) -> HttpResponse:
         response["X-Request-ID"] = request.id  # type: ignore[attr-defined]
         user = getattr(request, "user", None)
+        duration = time.monotonic() - started
+        metrics.observe_request(request.method or "", response.status_code, duration)
         logger.info(
             "%s %s %s",
             request.method,
@@ -69,14 +77,15 @@ class RequestLogMiddleware(_SyncAndAsyncMiddleware):
                 "method": request.method,
                 "path": request.path,
                 "status": response.status_code,
-                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                "duration_ms": round(duration * 1000, 1),
                 "user_id": user.pk if user is not None and user.is_authenticated else None,
                 "streaming": response.streaming,
             },
         )
-        if not response.streaming:
-            # A streamed body is produced after this returns, in the same task;
-            # its log lines (the chat turn) keep the request id.
+        if not (response.streaming and own_context):
+            # Under ASGI each request runs in a task of its own, and a streamed body
+            # is produced there after this returns: its log lines (the chat turn)
+            # keep the request id. Elsewhere the context is shared: reset it.
             request_id_var.reset(token)
         return response
 
@@ -86,24 +95,33 @@ class RequestLogMiddleware(_SyncAndAsyncMiddleware):
 
     async def ahandle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
         started, token = self._start(request)
-        return self._finish(request, await get_response(request), started, token)
+        response = await get_response(request)
+        return self._finish(request, response, started, token, own_context=True)
 
 
 class HealthCheckMiddleware(_SyncAndAsyncMiddleware):
-    """Answers /health before host validation and HTTPS redirects.
+    """Answers /health and /metrics before host validation and HTTPS redirects.
 
-    Load balancers and Docker's HEALTHCHECK call it by IP over plain HTTP, which
-    ALLOWED_HOSTS and SECURE_SSL_REDIRECT would otherwise turn away.
+    Load balancers, Docker's HEALTHCHECK and Prometheus call them by IP over plain
+    HTTP, which ALLOWED_HOSTS and SECURE_SSL_REDIRECT would otherwise turn away.
+    /metrics guards itself (METRICS_TOKEN / METRICS_ALLOWED_IPS, see
+    llmchat.metrics).
     """
 
     path = "/health"
+    metrics_path = "/metrics"
 
     def handle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
         if request.path == self.path:
             return health.response()
+        if request.path == self.metrics_path:
+            return metrics.response(request)
         return get_response(request)
 
     async def ahandle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
         if request.path == self.path:
             return await health.aresponse()
+        if request.path == self.metrics_path:
+            # CPU only (no database): fine to run on the event loop.
+            return metrics.response(request)
         return await get_response(request)

@@ -368,3 +368,18 @@ async def test_the_chat_turn_is_logged_with_its_request_id_and_no_content(
     assert turn.outcome == "complete"
     assert turn.cost == "0.000000"
     assert "A secret question" not in caplog.text
+
+
+async def test_each_turn_is_counted_in_the_metrics(signed_in: Any, settings: Any) -> None:
+    from prometheus_client import REGISTRY
+
+    settings.DEMO_TOKEN_DELAY = 0
+    labels = {"provider": "demo", "model": "demo-echo", "outcome": "complete"}
+
+    def turns() -> float:
+        return REGISTRY.get_sample_value("llmchat_chat_turns_total", labels) or 0.0
+
+    before = turns()
+    await chat(signed_in)
+    assert turns() == before + 1
+    assert REGISTRY.get_sample_value("llmchat_active_streams") == 0

@@ -62,3 +62,20 @@ def test_static_files_are_served(client: Client) -> None:
     response = client.get("/static/css/site.css")
     assert response.status_code == 200
     assert b"--accent" in b"".join(response.streaming_content)  # type: ignore[attr-defined]
+
+
+def test_every_middleware_can_run_async() -> None:
+    # One sync-only middleware would push every request under ASGI through a
+    # worker thread (and the middleware outside it with it).
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    for path in settings.MIDDLEWARE:
+        assert getattr(import_string(path), "async_capable", False), path
+
+
+@pytest.mark.django_db
+@pytest.mark.anyio
+async def test_static_files_are_served_under_asgi(async_client: Any) -> None:
+    response = await async_client.get("/static/css/site.css")
+    assert response.status_code == 200
