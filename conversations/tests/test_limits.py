@@ -14,17 +14,27 @@ from providers import services as key_services
 from providers.base import Usage
 
 
-def spend(user: Any, amount: str, *, when: datetime | None = None, key_source: str = "user") -> None:
+def spend(
+    user: Any, amount: str, *, when: datetime | None = None, key_source: str = "user"
+) -> None:
     UsageRecord.objects.create(
-        user=user, user_email=user.email, provider="openai", model="gpt-4o",
-        key_source=key_source, cost=Decimal(amount), outcome="complete",
+        user=user,
+        user_email=user.email,
+        provider="openai",
+        model="gpt-4o",
+        key_source=key_source,
+        cost=Decimal(amount),
+        outcome="complete",
         created=when or timezone.now(),
     )
 
 
 def start(user: Any, **kwargs: Any) -> services.Turn:
     params: dict[str, Any] = {
-        "user": user, "conversation_id": None, "provider": "openai", "model": "gpt-4o",
+        "user": user,
+        "conversation_id": None,
+        "provider": "openai",
+        "model": "gpt-4o",
         "message": "Hi",
     }
     params.update(kwargs)
@@ -33,8 +43,11 @@ def start(user: Any, **kwargs: Any) -> services.Turn:
 
 def finish(turn: services.Turn, output_tokens: int = 100_000) -> None:
     services.chat_finish(
-        turn=turn, text="ok", status="complete",
-        usage=Usage(input_tokens=1000, output_tokens=output_tokens), usage_final=True,
+        turn=turn,
+        text="ok",
+        status="complete",
+        usage=Usage(input_tokens=1000, output_tokens=output_tokens),
+        usage_final=True,
     )
     services.release_turn(turn)
 
@@ -46,7 +59,9 @@ def keyed(alice: Any, prices: None) -> Any:
 
 
 @pytest.mark.django_db
-def test_over_budget_is_refused_with_the_limit_and_the_reset_date(keyed: Any, settings: Any) -> None:
+def test_over_budget_is_refused_with_the_limit_and_the_reset_date(
+    keyed: Any, settings: Any
+) -> None:
     settings.DEFAULT_MONTHLY_BUDGET = "5"
     spend(keyed, "5.00")
     with pytest.raises(services.ChatRefused) as exc:
@@ -159,7 +174,9 @@ def test_requests_per_minute(keyed: Any, settings: Any) -> None:
 @pytest.mark.django_db
 def test_a_refused_turn_gives_its_stream_slot_back(keyed: Any, bob: Any, settings: Any) -> None:
     settings.CHAT_MAX_CONCURRENT_STREAMS = 1
-    conversation = services.Conversation.objects.create(user=bob, provider="demo", model="demo-echo")
+    conversation = services.Conversation.objects.create(
+        user=bob, provider="demo", model="demo-echo"
+    )
     with pytest.raises(Exception):  # noqa: B017 - bob's conversation: 404
         start(keyed, conversation_id=conversation.pk)
     finish(start(keyed))  # the slot is free
@@ -171,7 +188,9 @@ def test_the_api_says_429_with_retry_after_and_402(client: Any, keyed: Any, sett
 
     client.force_login(keyed)
     settings.CHAT_RATE_LIMIT = "1/m"
-    body = json.dumps({"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "x"})
+    body = json.dumps(
+        {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "x"}
+    )
     settings.DEFAULT_MONTHLY_BUDGET = "0"
     refused = client.post("/api/chat", body, content_type="application/json")
     assert refused.status_code == 402
@@ -182,7 +201,9 @@ def test_the_api_says_429_with_retry_after_and_402(client: Any, keyed: Any, sett
 
 
 @pytest.mark.django_db
-def test_pages_show_the_budget_and_warn_at_80_percent(client: Any, keyed: Any, settings: Any) -> None:
+def test_pages_show_the_budget_and_warn_at_80_percent(
+    client: Any, keyed: Any, settings: Any
+) -> None:
     settings.DEFAULT_MONTHLY_BUDGET = "10"
     client.force_login(keyed)
     usage = client.get("/usage/").content.decode()
