@@ -24,8 +24,8 @@ from django.utils import timezone
 
 from accounts import budgets
 from conversations.markdown import render_markdown
-from llmchat import metrics, ratelimit
 from conversations.models import Conversation, KeySource, Message, Status, UsageRecord
+from llmchat import metrics, ratelimit
 from pricing.calculator import calculate_cost
 from pricing.models import price_for
 from providers import registry

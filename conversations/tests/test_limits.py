@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.http import Http404
 from django.utils import timezone
 
 from accounts import budgets
@@ -139,7 +140,9 @@ def test_concurrent_calls_overshoot_by_at_most_one_call_each(keyed: Any, setting
     per_call = Decimal("0")
     for turn in turns:
         finish(turn)
-        per_call = UsageRecord.objects.filter(message=turn.assistant_message).get().cost
+        cost = UsageRecord.objects.filter(message=turn.assistant_message).get().cost
+        assert cost is not None
+        per_call = cost
     total = budgets.month_spend(keyed).total
     assert total > Decimal("1")
     assert total <= Decimal("1") + 3 * per_call
@@ -168,7 +171,9 @@ def test_requests_per_minute(keyed: Any, settings: Any) -> None:
         start(keyed, message="one too many")
     assert exc.value.status == 429
     assert exc.value.code == "rate_limited"
-    assert 1 <= exc.value.extra["retry_after"] <= 60
+    retry_after = exc.value.extra["retry_after"]
+    assert isinstance(retry_after, int)
+    assert 1 <= retry_after <= 60
 
 
 @pytest.mark.django_db
@@ -177,7 +182,7 @@ def test_a_refused_turn_gives_its_stream_slot_back(keyed: Any, bob: Any, setting
     conversation = services.Conversation.objects.create(
         user=bob, provider="demo", model="demo-echo"
     )
-    with pytest.raises(Exception):  # noqa: B017 - bob's conversation: 404
+    with pytest.raises(Http404):  # bob's conversation
         start(keyed, conversation_id=conversation.pk)
     finish(start(keyed))  # the slot is free
 

@@ -1,0 +1,234 @@
+"""Time the admin usage report (conversations.reports.usage_report) on a big ledger.
+
+    DEBUG=true DATABASE_URL=postgres://postgres@127.0.0.1:5432/llmchat_bench \\
+        .venv/bin/python bench/reports.py --rows 1000000
+    ... bench/reports.py --cleanup        # delete what it generated
+
+Creates the schema if needed (migrate), adds N UsageRecord rows spread over the
+last --days days (COPY on PostgreSQL, bulk_create elsewhere) for a few generated
+users, then runs the report for each grouping over the default period (this UTC
+month) and prints the wall time and query count of each. Not a test: it prints
+numbers and never fails on timing. Generated users and rows are recognised by the
+"@bench.invalid" email domain, which --cleanup deletes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmchat.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, reset_queries  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from accounts.models import User  # noqa: E402
+from conversations import reports  # noqa: E402
+from conversations.models import UsageRecord  # noqa: E402
+
+DOMAIN = "@bench.invalid"
+MODELS = [
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("openai", "gpt-4.1"),
+    ("openai", "o3-mini"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("anthropic", "claude-haiku-4-5"),
+    ("anthropic", "claude-opus-4-1"),
+    ("google", "gemini-2.5-pro"),
+    ("google", "gemini-2.5-flash"),
+    ("compatible", "llama3.1:8b"),
+    ("demo", "demo-echo"),
+]
+KEY_SOURCES = ["user", "server", "none"]
+# The columns COPY writes, in order (the rest take their defaults: NULL).
+COLUMNS = (
+    "user",
+    "user_email",
+    "provider",
+    "model",
+    "key_source",
+    "input_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost",
+    "unpriced",
+    "estimated",
+    "outcome",
+    "created",
+)
+
+
+def bench_users(count: int) -> list[tuple[int, str]]:
+    existing = {u.email: u.pk for u in User.objects.filter(email__endswith=DOMAIN)}
+    missing = [f"bench-{i:03d}{DOMAIN}" for i in range(count)]
+    new = [User(email=email) for email in missing if email not in existing]
+    for user in new:
+        user.set_unusable_password()
+    User.objects.bulk_create(new)
+    users = {u.email: u.pk for u in User.objects.filter(email__in=missing)}
+    return [(users[email], email) for email in missing]
+
+
+def generate(rows: int, users: list[tuple[int, str]], days: int, seed: int) -> Iterator[tuple]:
+    """Ledger rows as COLUMNS tuples: a few heavy users, most calls priced."""
+    rnd = random.Random(seed)  # noqa: S311  (test data, not secrets)
+    now = timezone.now()
+    span = days * 86400
+    weights = [1 / (i + 1) for i in range(len(users))]  # a long tail of light users
+    user_choices = rnd.choices(users, weights=weights, k=rows)
+    for i in range(rows):
+        user_id, email = user_choices[i]
+        provider, model = MODELS[rnd.randrange(len(MODELS))]
+        key_source = "none" if provider == "demo" else KEY_SOURCES[rnd.randrange(2)]
+        input_tokens = rnd.randrange(20, 20_000)
+        output_tokens = rnd.randrange(1, 2_000)
+        unpriced = provider == "compatible" or rnd.random() < 0.01
+        cost = None if unpriced else Decimal(rnd.randrange(0, 200_000)) / 1_000_000
+        yield (
+            user_id,
+            email,
+            provider,
+            model,
+            key_source,
+            input_tokens,
+            rnd.randrange(0, input_tokens // 2 + 1),
+            0,
+            output_tokens,
+            rnd.randrange(0, output_tokens) if model.startswith(("o3", "gemini-2.5-pro")) else 0,
+            cost,
+            unpriced,
+            rnd.random() < 0.005,
+            "complete",
+            now - timedelta(seconds=rnd.randrange(span)),
+        )
+
+
+def insert(rows: Iterator[tuple], total: int) -> None:
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(UsageRecord._meta.db_table)
+        column_of = {f.name: str(f.column) for f in UsageRecord._meta.concrete_fields}
+        columns = ", ".join(connection.ops.quote_name(column_of[name]) for name in COLUMNS)
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+        ):
+            for n, row in enumerate(rows, 1):
+                copy.write_row(row)
+                if n % 200_000 == 0:
+                    print(f"  {n:,} / {total:,}", flush=True)
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {table}")
+        return
+    batch: list[UsageRecord] = []
+    for n, row in enumerate(rows, 1):
+        values = dict(zip(COLUMNS, row, strict=True))
+        values["user_id"] = values.pop("user")
+        batch.append(UsageRecord(**values))
+        if len(batch) == 5000:
+            UsageRecord.objects.bulk_create(batch)
+            batch = []
+        if n % 200_000 == 0:
+            print(f"  {n:,} / {total:,}", flush=True)
+    UsageRecord.objects.bulk_create(batch)
+
+
+def cleanup() -> None:
+    started = time.perf_counter()
+    deleted, _ = UsageRecord.objects.filter(user_email__endswith=DOMAIN).delete()
+    User.objects.filter(email__endswith=DOMAIN).delete()
+    if connection.vendor == "postgresql":
+        # Dead rows would otherwise slow the next run's sequential scans.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"VACUUM ANALYZE {connection.ops.quote_name(UsageRecord._meta.db_table)}"
+            )
+    took = time.perf_counter() - started
+    print(f"Deleted {deleted:,} generated rows and the bench users in {took:.1f} s.")
+
+
+def time_report(group: str, repeat: int) -> tuple[list[float], int, int]:
+    timings = []
+    queries = 0
+    rows = 0
+    for _ in range(repeat):
+        reset_queries()
+        started = time.perf_counter()
+        report = reports.usage_report(reports.ReportFilters(group=group))
+        timings.append((time.perf_counter() - started) * 1000)
+        queries = len(connection.queries)
+        rows = len(report.rows)
+    return timings, queries, rows
+
+
+def explain(group: str) -> str:
+    filters = reports.ReportFilters(group=group)
+    start, end = filters.bounds()
+    records = reports.filtered_records(filters, start, end)
+    grouped: Any = reports._grouped(records, group)
+    return str(grouped.explain(analyze=True) if connection.vendor == "postgresql" else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=0, help="ledger rows to add (default 0)")
+    parser.add_argument("--users", type=int, default=50, help="bench users (default 50)")
+    parser.add_argument("--days", type=int, default=60, help="spread rows over N days")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per grouping")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE too")
+    parser.add_argument("--cleanup", action="store_true", help="delete the generated data")
+    args = parser.parse_args()
+
+    db = settings.DATABASES["default"]
+    print(f"Database: {connection.vendor} {db.get('NAME')}")
+    if not settings.DEBUG:
+        print("(DEBUG is off: query counts are not recorded; run with DEBUG=true)")
+    call_command("migrate", verbosity=0)
+
+    if args.cleanup:
+        cleanup()
+        return
+
+    if args.rows:
+        users = bench_users(args.users)
+        started = time.perf_counter()
+        insert(generate(args.rows, users, args.days, args.seed), args.rows)
+        took = time.perf_counter() - started
+        print(f"Inserted {args.rows:,} rows in {took:.1f} s ({args.rows / took:,.0f} rows/s).")
+
+    total = UsageRecord.objects.count()
+    start, end = reports.ReportFilters().bounds()
+    in_period = UsageRecord.objects.filter(created__gte=start, created__lt=end).count()
+    print(f"Ledger: {total:,} rows; {in_period:,} in the default period ({start:%Y-%m-%d} on).")
+    print()
+    print(f"{'group by':<10} {'first ms':>9} {'best ms':>9} {'queries':>8} {'rows':>6}")
+    for group, _label in reports.GROUPS:
+        timings, queries, rows = time_report(group, args.repeat)
+        print(f"{group:<10} {timings[0]:>9.1f} {min(timings):>9.1f} {queries:>8} {rows:>6}")
+        if args.explain:
+            print(explain(group))
+            print()
+
+
+if __name__ == "__main__":
+    main()
