@@ -167,7 +167,9 @@ class UsageRecord(models.Model):
             # Covering on PostgreSQL: a user's month of spend (budgets, the users
             # admin) is read from the index alone.
             models.Index(
-                fields=["user", "created"], include=["cost", "key_source"], name="usage_user_created"
+                fields=["user", "created"],
+                include=["cost", "key_source"],
+                name="usage_user_created",
             ),
             models.Index(fields=["created"]),
             models.Index(fields=["provider", "model", "created"]),
