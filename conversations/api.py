@@ -20,6 +20,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 
@@ -79,6 +80,17 @@ def conversation_json(c: Conversation, total: Decimal, unpriced: int) -> dict[st
 
 
 # --- POST /api/chat ---------------------------------------------------------------
+
+
+def _release_connection() -> None:
+    """Give the database connection back (to the pool) between a stream's few
+    queries. A stream lasts seconds to minutes; holding a connection for all of it
+    capped open streams at the pool size and starved other requests."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+_release = sync_to_async(_release_connection)
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:
@@ -165,6 +177,7 @@ async def _stream(turn: services.Turn) -> AsyncIterator[str]:
             "title": turn.conversation.title,
         },
     )
+    await _release()
     if turn.replay:
         if assistant.content:
             yield _sse("delta", {"text": assistant.content})
@@ -197,6 +210,7 @@ async def _stream(turn: services.Turn) -> AsyncIterator[str]:
         finally:
             metrics.stream_finished()
             await sync_to_async(services.release_turn)(turn)
+            await _release()
 
     try:
         async for event in _with_heartbeat(stream, settings.CHAT_HEARTBEAT_SECONDS):
@@ -213,6 +227,7 @@ async def _stream(turn: services.Turn) -> AsyncIterator[str]:
                     await sync_to_async(services.chat_checkpoint)(
                         message_id=assistant.pk, text="".join(parts)
                     )
+                    await _release()
             elif isinstance(event, Finish) and event.reason == "content_filter":
                 error = ProviderError("content_filtered")
                 status = Status.PARTIAL if parts else Status.ERROR

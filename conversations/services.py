@@ -199,6 +199,9 @@ def _window_name(seconds: int) -> str:
 
 
 def _check_budget(user: User, creds: Credentials) -> None:
+    server_limited = creds.key_source == "server" and budgets.server_key_limit() is not None
+    if budgets.user_limit(user) is None and not server_limited:
+        return  # no limit applies: skip summing the month's ledger
     status = budgets.budget_status(user)
     resets = f"{status.resets_at:%B} {status.resets_at.day}, {status.resets_at.year}"
     if status.exceeded:
