@@ -14,7 +14,7 @@ PYTHON ?= $(shell for p in python$(PY_VERSION) python3; do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && \
 	{ command -v $$p; break; }; done)
 
-.PHONY: install run superuser test lint format clean
+.PHONY: install run superuser test lint format bench clean
 
 install: $(STAMP)
 
@@ -54,6 +54,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+
+# Both benchmarks (PostgreSQL on 127.0.0.1:5432); they print numbers, never fail on
+# timing. See docs/performance.md.
+bench: export DEBUG ?= true
+bench: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/llmchat_bench
+bench: install
+	$(BIN)/python bench/chat_load.py
+	$(BIN)/python bench/reports.py --rows 1000000
+	$(BIN)/python bench/reports.py --cleanup
 
 format: install
 	$(BIN)/ruff check --fix .
