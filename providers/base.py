@@ -18,6 +18,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+import httpx2
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -247,6 +248,11 @@ class Provider(ABC):
         mapped = self.map_error(exc)
         if mapped is not None:
             return mapped
+        # The HTTP client's own failures, outside any SDK's wrapping: the same for all.
+        if isinstance(exc, httpx2.TimeoutException):
+            return ProviderError("timeout")
+        if isinstance(exc, httpx2.TransportError):
+            return ProviderError("unavailable")
         # An unexpected failure: log its type only (its text could hold anything).
         logger.error(
             "provider call failed unexpectedly",

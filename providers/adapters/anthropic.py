@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
-import httpx2
 from django.conf import settings
 
 from providers import clients
@@ -92,10 +91,6 @@ def map_anthropic_error(exc: BaseException) -> ProviderError | None:
         after = retry_after(exc.response.headers) if code == "rate_limited" else None
         return ProviderError(code, retry_after=after, status=status)  # type: ignore[arg-type]
     if isinstance(exc, anthropic.APIError):
-        return ProviderError("unavailable")
-    if isinstance(exc, httpx2.TimeoutException):
-        return ProviderError("timeout")
-    if isinstance(exc, httpx2.TransportError):
         return ProviderError("unavailable")
     return None
 

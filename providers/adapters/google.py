@@ -12,7 +12,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx2
 from django.conf import settings
 from google.genai import errors, types
 
@@ -99,10 +98,6 @@ def map_google_error(exc: BaseException) -> ProviderError | None:
         if code == 404:
             return ProviderError("bad_request", "The provider does not know this model.")
         return ProviderError("bad_request", status=code)
-    if isinstance(exc, httpx2.TimeoutException):
-        return ProviderError("timeout")
-    if isinstance(exc, httpx2.TransportError):
-        return ProviderError("unavailable")
     return None
 
 

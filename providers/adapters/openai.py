@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx2
 import openai
 from django.conf import settings
 
@@ -80,10 +79,6 @@ def map_openai_error(exc: BaseException) -> ProviderError | None:
         return ProviderError("bad_request", status=status)
     if isinstance(exc, openai.APIError):
         # An error inside a stream that had started (no HTTP status).
-        return ProviderError("unavailable")
-    if isinstance(exc, httpx2.TimeoutException):
-        return ProviderError("timeout")
-    if isinstance(exc, httpx2.TransportError):
         return ProviderError("unavailable")
     return None
 
