@@ -13,7 +13,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -31,7 +32,7 @@ from llmchat import metrics
 from llmchat.api import ApiError, api_view, error_response, read_json, string_field
 from pricing.calculator import MICRO_DOLLAR
 from providers import registry
-from providers.base import Failure, Finish, ProviderError, TextDelta
+from providers.base import Failure, Finish, ProviderError, TextDelta, UsageReport
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ async def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
 _HEARTBEAT = object()
 
 
-async def _with_heartbeat(events: AsyncIterable[Any], every: float) -> AsyncIterator[Any]:
+async def _with_heartbeat(events: AsyncIterable[Any], every: float) -> AsyncGenerator[Any]:
     """The events, with a _HEARTBEAT whenever none came for `every` seconds."""
     iterator = aiter(events)
     pending: asyncio.Task[Any] | None = None
@@ -193,16 +194,22 @@ async def _stream(turn: services.Turn) -> AsyncIterator[str]:
     started = time.monotonic()
     ttft_ms: int | None = None
     last_checkpoint = started
+    usage_final = False
+    # Ends the stream before the sweeper could take it for dead.
+    deadline = started + max(settings.CHAT_STREAM_MAX_SECONDS - 30, 1)
 
     async def finish() -> Message:
         try:
-            await stream.aclose()  # ends the upstream call if it is still open
+            try:
+                await stream.aclose()  # ends the upstream call if it is still open
+            except Exception:
+                logger.exception("closing the provider stream failed")
             return await sync_to_async(services.chat_finish)(
                 turn=turn,
                 text="".join(parts),
                 status=status,
                 usage=stream.usage,
-                usage_final=error is None and status == Status.COMPLETE,
+                usage_final=usage_final and status != Status.STOPPED,
                 error=error,
                 ttft_ms=ttft_ms,
                 latency_ms=int((time.monotonic() - started) * 1000),
@@ -213,27 +220,38 @@ async def _stream(turn: services.Turn) -> AsyncIterator[str]:
             await _release()
 
     try:
-        async for event in _with_heartbeat(stream, settings.CHAT_HEARTBEAT_SECONDS):
-            if event is _HEARTBEAT:
-                yield ": keep-alive\n\n"
-            elif isinstance(event, TextDelta):
-                if ttft_ms is None:
-                    ttft_ms = int((time.monotonic() - started) * 1000)
-                parts.append(event.text)
-                yield _sse("delta", {"text": event.text})
-                now = time.monotonic()
-                if now - last_checkpoint > CHECKPOINT_SECONDS:
-                    last_checkpoint = now
-                    await sync_to_async(services.chat_checkpoint)(
-                        message_id=assistant.pk, text="".join(parts)
-                    )
-                    await _release()
-            elif isinstance(event, Finish) and event.reason == "content_filter":
-                error = ProviderError("content_filtered")
-                status = Status.PARTIAL if parts else Status.ERROR
-            elif isinstance(event, Failure):
-                error = event.error
-                status = Status.PARTIAL if parts else Status.ERROR
+        # aclosing: if this generator is closed at a yield, the heartbeat wrapper's
+        # pending read is cancelled before the provider stream is closed.
+        async with aclosing(_with_heartbeat(stream, settings.CHAT_HEARTBEAT_SECONDS)) as events:
+            async for event in events:
+                if time.monotonic() > deadline:
+                    error = ProviderError("timeout", "The reply ran past the time limit.")
+                    status = Status.PARTIAL if parts else Status.ERROR
+                    break
+                if event is _HEARTBEAT:
+                    yield ": keep-alive\n\n"
+                elif isinstance(event, TextDelta):
+                    if ttft_ms is None:
+                        ttft_ms = int((time.monotonic() - started) * 1000)
+                    parts.append(event.text)
+                    yield _sse("delta", {"text": event.text})
+                    now = time.monotonic()
+                    if now - last_checkpoint > CHECKPOINT_SECONDS:
+                        last_checkpoint = now
+                        await sync_to_async(services.chat_checkpoint)(
+                            message_id=assistant.pk, text="".join(parts)
+                        )
+                        await _release()
+                elif isinstance(event, Finish) and event.reason == "content_filter":
+                    error = ProviderError("content_filtered")
+                    status = Status.PARTIAL if parts else Status.ERROR
+                elif isinstance(event, Failure):
+                    error = event.error
+                    status = Status.PARTIAL if parts else Status.ERROR
+                elif isinstance(event, UsageReport):
+                    # Final: the provider's own count, even when the reply was
+                    # filtered; otherwise it is completed with an estimate.
+                    usage_final = event.final
     except BaseException:
         # The client went away (Stop, a closed tab): keep what arrived, marked.
         status = Status.STOPPED
@@ -265,7 +283,7 @@ def _final_event(message: Message) -> str:
 
 @api_view(["GET"])
 def conversation_list(request: HttpRequest) -> JsonResponse:
-    q = request.GET.get("q", "")[:200]
+    q = request.GET.get("q", "")[:200].replace("\x00", "")
     conversations = selectors.conversation_list(request.user, q=q)  # type: ignore[arg-type]
     return JsonResponse(
         [conversation_json(c, c.total_cost, c.unpriced_calls) for c in conversations],  # type: ignore[attr-defined]
@@ -283,6 +301,7 @@ def conversation_detail(request: HttpRequest, pk: int) -> JsonResponse:
         if request.method == "PATCH":
             data = read_json(request, max_bytes=16 * 1024)
             services.conversation_rename(user=user, pk=pk, title=string_field(data, "title"))  # type: ignore[arg-type]
+        services.conversation_for_user(user, pk)  # type: ignore[arg-type]  # 404 first
         services.sweep_stale_streams(conversation_id=pk)
         detail = selectors.conversation_detail(user, pk)  # type: ignore[arg-type]
     except services.ChatRefused as exc:
@@ -361,6 +380,8 @@ def _date_param(request: HttpRequest, name: str) -> datetime | None:
         return None
     try:
         day = date.fromisoformat(raw)
+        if not date(1970, 1, 1) <= day <= date(9000, 12, 31):
+            raise ValueError(raw)
     except ValueError:
         raise ApiError(
             400, "invalid", f"'{name}' must be a date (YYYY-MM-DD).", field=name

@@ -81,6 +81,8 @@ def _validate(
 ) -> None:
     if provider not in registry.enabled():
         raise ChatRefused(400, "unknown_provider", "Unknown provider.", field="provider")
+    if "\x00" in message or (system_prompt and "\x00" in system_prompt):
+        raise ChatRefused(400, "invalid", "The text contains a NUL character.", field="message")
     if not model or len(model) > 200 or not model.isprintable():
         raise ChatRefused(400, "invalid", "Pick a model.", field="model")
     if len(message) > settings.CHAT_MAX_MESSAGE_CHARS:
@@ -245,6 +247,15 @@ def _open_turn(
     now = timezone.now()
     try:
         with transaction.atomic():
+            if client_message_id:
+                # Two requests with the same id at once (a double click, a retry
+                # racing the first): the user's row lock makes the second wait for
+                # the first to commit, then see its message.
+                type(user).objects.select_for_update().filter(pk=user.pk).first()
+                if Message.objects.filter(
+                    conversation__user=user, role="user", client_message_id=client_message_id
+                ).exists():
+                    raise ChatRefused(409, "in_progress", "This message is already being answered.")
             conversation = _take_conversation(
                 user, conversation_id, provider, model, system_prompt, now
             )
@@ -471,9 +482,11 @@ def chat_finish(
                 outcome=status,
                 created=turn.started_at,
             )
-        Conversation.objects.filter(pk=turn.conversation.pk).update(
-            busy_until=None, updated=timezone.now()
-        )
+            # Only the turn that saved its reply frees the conversation: a stream
+            # the sweeper already closed must not unlock a newer turn.
+            Conversation.objects.filter(pk=turn.conversation.pk).update(
+                busy_until=None, updated=timezone.now()
+            )
     if updated:
         metrics.record_chat_turn(
             provider=assistant.provider,
@@ -512,7 +525,9 @@ def chat_finish(
 def sweep_stale_streams(*, conversation_id: int | None = None) -> int:
     """Close replies still "generating" long after any stream could have lasted
     (their process died): partial if some text was saved, else error."""
-    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS)
+    # Streams end themselves 30 s before CHAT_STREAM_MAX_SECONDS; a minute more
+    # of grace means only a dead one is ever swept.
+    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 60)
     stale = Message.objects.filter(status=Status.GENERATING, created__lt=cutoff).select_related(
         "conversation__user"
     )
@@ -544,7 +559,7 @@ def sweep_stale_streams(*, conversation_id: int | None = None) -> int:
 
 def conversation_rename(*, user: User, pk: object, title: str) -> Conversation:
     conversation = conversation_for_user(user, pk)
-    title = " ".join(title.split())
+    title = " ".join(title.replace("\x00", "").split())
     if not title:
         raise ChatRefused(400, "required", "A title cannot be empty.", field="title")
     if len(title) > 200:

@@ -20,6 +20,7 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     user: Any = request.user
     detail = None
     if pk is not None:
+        services.conversation_for_user(user, pk)  # 404 before touching anything
         services.sweep_stale_streams(conversation_id=pk)
         detail = selectors.conversation_detail(user, pk)
     models = selectors.models_for_user(user)

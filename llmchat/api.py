@@ -10,7 +10,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
 
 class ApiError(Exception):
@@ -98,6 +98,8 @@ def api_view(methods: list[str]) -> Callable[[Callable[..., Any]], Callable[...,
                     return await view(request, *args, **kwargs)
                 except ApiError as exc:
                     return exc.response()
+                except Http404:
+                    return _not_found()
 
             return async_wrapper
 
@@ -110,10 +112,16 @@ def api_view(methods: list[str]) -> Callable[[Callable[..., Any]], Callable[...,
                 return view(request, *args, **kwargs)
             except ApiError as exc:
                 return exc.response()
+            except Http404:
+                return _not_found()
 
         return wrapper
 
     return decorate
+
+
+def _not_found() -> JsonResponse:
+    return error_response(404, "not_found", "Not found.")
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from conversations import services
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.tests.helpers import chat, names, parse_sse
 from providers import services as key_services
@@ -238,7 +239,7 @@ async def test_a_stale_generating_reply_is_swept(signed_in: Any, alice: Any, set
     settings.DEMO_TOKEN_DELAY = 0
     _, events = await chat(signed_in)
     conversation = await Conversation.objects.aget(pk=events[0][1]["conversation"])
-    long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 5)
+    long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 65)
     stuck = await Message.objects.acreate(
         conversation=conversation,
         role="assistant",
@@ -328,7 +329,7 @@ async def test_the_sweep_command(signed_in: Any, alice: Any, settings: Any) -> N
         user=alice, provider="demo", model="demo-echo"
     )
     await Message.objects.acreate(conversation=conversation, role="user", content="hi")
-    long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 1)
+    long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 61)
     await Message.objects.acreate(
         conversation=conversation,
         role="assistant",
@@ -383,3 +384,77 @@ async def test_each_turn_is_counted_in_the_metrics(signed_in: Any, settings: Any
     await chat(signed_in)
     assert turns() == before + 1
     assert REGISTRY.get_sample_value("llmchat_active_streams") == 0
+
+
+async def test_api_404s_are_json(signed_in: Any) -> None:
+    for url in ["/api/conversations/999999", "/api/conversations/999999/export"]:
+        response = await signed_in.get(url)
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+    response, _ = await chat(signed_in, conversation=999999)
+    assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_absurd_dates_and_nul_characters_are_400s(signed_in: Any) -> None:
+    assert (await signed_in.get("/api/usage?until=9999-12-31")).status_code == 400
+    response, _ = await chat(signed_in, message="nul \x00 inside")
+    assert response.status_code == 400
+    assert (await signed_in.get("/api/conversations?q=a%00b")).status_code == 200
+
+
+async def test_a_racing_duplicate_client_message_id_is_refused_not_answered_twice(
+    signed_in: Any, alice: Any, monkeypatch: Any, settings: Any
+) -> None:
+    settings.DEMO_TOKEN_DELAY = 0
+    await chat(signed_in, client_message_id="dup-1")
+    # As if the second request had looked before the first committed.
+    monkeypatch.setattr(services, "_turn_for_client_id", lambda *a: None)
+    response, _ = await chat(signed_in, client_message_id="dup-1")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "in_progress"
+    assert await Message.objects.filter(client_message_id="dup-1").acount() == 1
+
+
+async def test_a_swept_turn_finishing_late_does_not_unlock_a_newer_turn(
+    signed_in: Any, alice: Any, settings: Any
+) -> None:
+    settings.DEMO_TOKEN_DELAY = 0
+    turn = await sync_to_async(services.chat_start)(
+        user=alice, conversation_id=None, provider="demo", model="demo-echo", message="one"
+    )
+    await Message.objects.filter(pk=turn.assistant_message.pk).aupdate(
+        status="partial"
+    )  # as if the sweeper had closed it
+    locked_until = timezone.now() + timedelta(minutes=5)
+    await Conversation.objects.filter(pk=turn.conversation.pk).aupdate(busy_until=locked_until)
+    await sync_to_async(services.chat_finish)(
+        turn=turn, text="late", status="complete", usage=None, usage_final=False
+    )
+    conversation = await Conversation.objects.aget(pk=turn.conversation.pk)
+    assert conversation.busy_until == locked_until
+
+
+async def test_a_filtered_reply_keeps_the_providers_own_usage(
+    signed_in: Any, openai_key: None, mock_provider: Any
+) -> None:
+    mock_provider.configure(fault="filter", input_tokens=50)
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    name, body = events[-1]
+    assert name == "error"
+    assert body["code"] == "content_filtered"
+    assert body["input_tokens"] == 50
+    assert body["usage_estimated"] is False
+
+
+async def test_a_reply_is_cut_before_the_sweeper_could_take_it_for_dead(
+    signed_in: Any, openai_key: None, mock_provider: Any, settings: Any
+) -> None:
+    settings.CHAT_STREAM_MAX_SECONDS = 31  # the stream stops itself after 1 s
+    mock_provider.configure(reply_tokens=100, tokens_per_second=10)
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    name, body = events[-1]
+    assert name == "error"
+    assert body["code"] == "timeout"
+    assert body["status"] == "partial"
+    assert 0 < len(body["content"].split()) < 100
+    assert (await Conversation.objects.aget(pk=events[0][1]["conversation"])).busy_until is None
