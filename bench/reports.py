@@ -188,6 +188,75 @@ def explain(group: str) -> str:
     return str(grouped.explain(analyze=True) if connection.vendor == "postgresql" else "")
 
 
+def time_export(total: int) -> None:
+    """export_usage of the whole ledger, in a child process: rows/s and peak RSS."""
+    import resource
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "usage.csv"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        started = time.perf_counter()
+        subprocess.run(  # noqa: S603 - our own manage.py, fixed arguments
+            [sys.executable, str(ROOT / "manage.py"), "export_usage", "--output", str(target)],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        took = time.perf_counter() - started
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        size = target.stat().st_size
+    print(
+        f"export_usage: {total:,} rows in {took:.1f} s = {total / took:,.0f} rows/s, "
+        f"peak RSS {max(peak_kb, before) / 1024:.0f} MB, {size / 1e6:.0f} MB of CSV"
+    )
+
+
+def time_pages(repeat: int) -> None:
+    """The chat page of a 1,000-message conversation, and a heavy user's usage page."""
+    from django.test import Client
+
+    from conversations.models import Conversation, Message
+
+    user = User.objects.filter(email__endswith=DOMAIN).order_by("pk").first()
+    if user is None:
+        print("pages: no bench user (run with --rows first)")
+        return
+    conversation = Conversation.objects.filter(user=user, title="bench: 1000 messages").first()
+    if conversation is None:
+        conversation = Conversation.objects.create(
+            user=user, title="bench: 1000 messages", provider="openai", model="gpt-4o"
+        )
+        html = "<p>" + "A reply of a realistic length, with <strong>markup</strong>. " * 8 + "</p>"
+        Message.objects.bulk_create(
+            Message(
+                conversation=conversation,
+                role="user" if i % 2 == 0 else "assistant",
+                content=f"message {i} " * 20,
+                html="" if i % 2 == 0 else html,
+                provider="openai",
+                model="gpt-4o",
+                input_tokens=1200,
+                output_tokens=300,
+                cost=Decimal("0.006000") if i % 2 else None,
+            )
+            for i in range(1000)
+        )
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(user)
+    for label, url in [
+        ("chat page, 1,000 messages", f"/c/{conversation.pk}/"),
+        ("usage page", "/usage/"),
+    ]:
+        timings = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            response = client.get(url)
+            timings.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, (url, response.status_code)
+        print(f"{label:<28} first {timings[0]:7.1f} ms   best {min(timings):7.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=0, help="ledger rows to add (default 0)")
@@ -197,6 +266,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE too")
     parser.add_argument("--cleanup", action="store_true", help="delete the generated data")
+    parser.add_argument("--no-extras", action="store_true", help="skip the export and page timings")
     args = parser.parse_args()
 
     db = settings.DATABASES["default"]
@@ -228,6 +298,10 @@ def main() -> None:
         if args.explain:
             print(explain(group))
             print()
+    if not args.no_extras:
+        print()
+        time_pages(args.repeat)
+        time_export(total)
 
 
 if __name__ == "__main__":
