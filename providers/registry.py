@@ -44,3 +44,12 @@ def get(name: str) -> Provider:
 def key_providers() -> dict[str, Provider]:
     """Providers a user can save a key for."""
     return {name: p for name, p in enabled().items() if p.needs_key}
+
+
+def preload_sdks() -> None:
+    """Import the vendor SDKs now. They are imported lazily (each takes up to a
+    second), so that management commands start fast; a server calls this at start
+    so that its first chat does not pay for it."""
+    import anthropic  # noqa: F401
+    import openai  # noqa: F401
+    from google.genai import errors, types  # noqa: F401

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anthropic
 from django.conf import settings
 
 from providers import clients
@@ -62,6 +61,8 @@ _STOP: dict[str, FinishReason] = {
 
 
 def map_anthropic_error(exc: BaseException) -> ProviderError | None:
+    import anthropic  # lazily: see map_openai_error
+
     if isinstance(exc, anthropic.APITimeoutError):
         return ProviderError("timeout")
     if isinstance(exc, anthropic.APIConnectionError):

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from google.genai import errors, types
 
 from providers import clients
 from providers.adapters._util import attr, usage
+
+if TYPE_CHECKING:
+    from google.genai import errors
+
 from providers.base import (
     ChatRequest,
     Credentials,
@@ -70,6 +73,8 @@ def _retry_delay(details: list[dict[str, Any]]) -> float | None:
 
 
 def map_google_error(exc: BaseException) -> ProviderError | None:
+    from google.genai import errors  # lazily: see map_openai_error
+
     if isinstance(exc, errors.APIError):
         code = int(exc.code or 0)
         details = _details(exc)
@@ -118,6 +123,8 @@ class GoogleProvider(Provider):
             break
 
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
+        from google.genai import types
+
         contents = [
             types.Content(
                 role="model" if m.role == "assistant" else "user",

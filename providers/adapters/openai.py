@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import openai
 from django.conf import settings
 
 from providers import clients
@@ -41,6 +40,10 @@ def usage_from_responses(raw: Any) -> Usage:
 
 def map_openai_error(exc: BaseException) -> ProviderError | None:
     """OpenAI's exceptions (and those of OpenAI-compatible servers) as ProviderError."""
+    # Imported here, not at the top: the SDKs take a second or more to import, and
+    # every process (management commands included) imports the provider registry.
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         return ProviderError("timeout")
     if isinstance(exc, openai.APIConnectionError):

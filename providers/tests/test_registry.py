@@ -60,3 +60,37 @@ def test_the_mockprovider_command_serves() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_commands_start_without_importing_the_sdks() -> None:
+    # Each SDK takes up to a second to import; only servers preload them.
+    code = (
+        "import os, sys, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'llmchat.settings'; "
+        "django.setup(); import providers.registry, conversations.api; "
+        "print(sorted(m for m in ('openai', 'anthropic', 'google.genai') if m in sys.modules))"
+    )
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"], "ENV_FILE": "", "DEBUG": "true"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
+    preload = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code.replace(
+                "conversations.api;", "conversations.api; providers.registry.preload_sdks();"
+            ),
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert preload.stdout.strip() == "['anthropic', 'google.genai', 'openai']"
