@@ -70,7 +70,8 @@ def test_a_person_chats_with_a_model(asgi_page: Any, mock_provider: Any, prices:
     assert "5 out" in meta
     # gpt-4o: 1000*2.5 + 200*1.25 + 5*10 = 2800 per 1M
     assert "$0.0028" in meta
-    assert "$0.0028" in page.locator("#conversation-total").inner_text()
+    # The total is fetched once the reply is saved.
+    page.locator("#conversation-total", has_text="$0.0028").wait_for()
     assert page.url.endswith(f"/c/{Conversation.objects.get().pk}/")
     screenshot(page, "chat")
 
