@@ -199,9 +199,18 @@ class Provider(ABC):
     def map_error(self, exc: BaseException) -> ProviderError | None:
         """The vendor exception as a ProviderError, or None if it is not one of ours."""
 
+    # The settings naming the operator's base URL and server key, if any.
+    base_url_setting: ClassVar[str] = ""
+    api_key_setting: ClassVar[str] = ""
+
+    def operator_base_url(self) -> str:
+        """Where calls go (the operator's setting: trusted)."""
+        return str(getattr(settings, self.base_url_setting, "")) if self.base_url_setting else ""
+
     def server_credentials(self) -> Credentials | None:
         """The operator's key for this provider, if configured."""
-        return None
+        key = str(getattr(settings, self.api_key_setting, "")) if self.api_key_setting else ""
+        return Credentials(key, self.operator_base_url(), "server") if key else None
 
     async def check_key(self, creds: Credentials) -> None:
         """Raise ProviderError unless the key works."""

@@ -169,16 +169,9 @@ _UNREADABLE = (
 def _user_credentials(provider: str, key: str, base_url: str) -> Credentials:
     # A user's key goes to the operator's base URL, except for the compatible
     # provider, where the user's own server is the point.
-    base = base_url if provider == "compatible" else _operator_base_url(provider)
+    adapter = registry.get(provider)
+    base = base_url if adapter.user_base_url else adapter.operator_base_url()
     return Credentials(api_key=key, base_url=base, key_source="user")
-
-
-def _operator_base_url(provider: str) -> str:
-    return {
-        "openai": settings.OPENAI_BASE_URL,
-        "anthropic": settings.ANTHROPIC_BASE_URL,
-        "google": settings.GEMINI_BASE_URL,
-    }.get(provider, "")
 
 
 @sensitive_variables("creds")

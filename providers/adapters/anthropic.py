@@ -99,10 +99,8 @@ def map_anthropic_error(exc: BaseException) -> ProviderError | None:
 class AnthropicProvider(Provider):
     name = "anthropic"
     label = "Anthropic"
-
-    def server_credentials(self) -> Credentials | None:
-        key = settings.ANTHROPIC_API_KEY
-        return Credentials(key, settings.ANTHROPIC_BASE_URL, "server") if key else None
+    base_url_setting = "ANTHROPIC_BASE_URL"
+    api_key_setting = "ANTHROPIC_API_KEY"
 
     def map_error(self, exc: BaseException) -> ProviderError | None:
         return map_anthropic_error(exc)

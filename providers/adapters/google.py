@@ -12,8 +12,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
-
 from providers import clients
 from providers.adapters._util import attr, usage
 
@@ -109,10 +107,8 @@ def map_google_error(exc: BaseException) -> ProviderError | None:
 class GoogleProvider(Provider):
     name = "google"
     label = "Google Gemini"
-
-    def server_credentials(self) -> Credentials | None:
-        key = settings.GEMINI_API_KEY
-        return Credentials(key, settings.GEMINI_BASE_URL, "server") if key else None
+    base_url_setting = "GEMINI_BASE_URL"
+    api_key_setting = "GEMINI_API_KEY"
 
     def map_error(self, exc: BaseException) -> ProviderError | None:
         return map_google_error(exc)

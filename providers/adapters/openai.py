@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from django.conf import settings
-
 from providers import clients
 from providers.adapters._util import attr, retry_after, usage
 from providers.base import (
@@ -104,10 +102,8 @@ _INCOMPLETE: dict[str, FinishReason] = {
 class OpenAIProvider(Provider):
     name = "openai"
     label = "OpenAI"
-
-    def server_credentials(self) -> Credentials | None:
-        key = settings.OPENAI_API_KEY
-        return Credentials(key, settings.OPENAI_BASE_URL, "server") if key else None
+    base_url_setting = "OPENAI_BASE_URL"
+    api_key_setting = "OPENAI_API_KEY"
 
     def map_error(self, exc: BaseException) -> ProviderError | None:
         return map_openai_error(exc)
