@@ -363,6 +363,11 @@ class _Dialect:
     async def error(self, fault: str) -> None:
         raise NotImplementedError
 
+    def reply(self, fault: str | None) -> list[str]:
+        """The reply's tokens; a filtered one stops after two, as the vendors' do."""
+        tokens = self.ex.reply_tokens(self.last_user_text())
+        return tokens[:2] if fault == "filter" else tokens
+
     def last_user_text(self) -> str:
         """What the generated reply echoes: the latest user message."""
         body = self.ex.body
@@ -494,7 +499,7 @@ class OpenAIResponses(_OpenAIDialect):
         if fault == "handled":
             return
         prompt = self.prompt()
-        tokens = self.ex.reply_tokens(self.last_user_text())
+        tokens = self.reply(fault)
         text = "".join(tokens)
         reason = "content_filter" if fault == "filter" else None
         if not self.ex.body.get("stream"):
@@ -547,8 +552,6 @@ class OpenAIResponses(_OpenAIDialect):
                 param=None,
             )
 
-        if fault == "filter":
-            tokens = tokens[:2]
         await self.stream_tokens(tokens, fault, emit, midstream)
         if fault in {"cut", "midstream"}:
             return
@@ -629,10 +632,8 @@ class OpenAIChat(_OpenAIDialect):
         if fault == "handled":
             return
         prompt = self.prompt()
-        tokens = self.ex.reply_tokens(self.last_user_text())
+        tokens = self.reply(fault)
         finish = "content_filter" if fault == "filter" else "stop"
-        if fault == "filter":
-            tokens = tokens[:2]
         if not self.ex.body.get("stream"):
             await self.ex.json(
                 200,
@@ -881,10 +882,8 @@ class Anthropic(_Dialect):
         if fault == "handled":
             return
         prompt = self.prompt()
-        tokens = self.ex.reply_tokens(self.last_user_text())
+        tokens = self.reply(fault)
         stop = "refusal" if fault == "filter" else "end_turn"
-        if fault == "filter":
-            tokens = tokens[:2]
         if not self.ex.body.get("stream"):
             content = [{"type": "text", "text": "".join(tokens)}]
             await self.ex.json(200, self.message(content, stop, self.usage(prompt, len(tokens))))
@@ -1139,10 +1138,8 @@ class Gemini(_Dialect):
         if fault == "handled":
             return
         prompt = self.prompt()
-        tokens = self.ex.reply_tokens(self.last_user_text())
+        tokens = self.reply(fault)
         finish = "SAFETY" if fault == "filter" else "STOP"
-        if fault == "filter":
-            tokens = tokens[:2]
         if not stream:
             await self.ex.json(
                 200, self.chunk("".join(tokens), finish, self.usage(prompt, len(tokens)))
