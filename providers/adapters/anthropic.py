@@ -28,6 +28,7 @@ from providers.base import (
     Usage,
     UsageReport,
 )
+from providers.sse import events as sse_events
 
 
 def usage_from_anthropic(raw: Any) -> Usage:
@@ -111,31 +112,41 @@ class AnthropicProvider(Provider):
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
         params: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             # Required by Anthropic.
             "max_tokens": request.max_output_tokens or settings.DEFAULT_MAX_OUTPUT_TOKENS,
             "stream": True,
         }
         if request.system:
             params["system"] = request.system
+        # The history is plain JSON already: sent as extra_body (which replaces the
+        # empty list) it skips the SDK's per-message transform. So does temperature,
+        # which the 1.x+ SDK takes only as an extra body field.
+        body: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages]
+        }
         if request.temperature is not None:
-            # The 1.x+ SDK takes temperature only as an extra body field.
-            params["extra_body"] = {"temperature": request.temperature}
-        stream = await clients.anthropic_client(creds).messages.create(**params)
+            body["temperature"] = request.temperature
+        call = clients.anthropic_client(creds).messages.with_streaming_response.create(
+            messages=[], **params, extra_body=body
+        )
         totals: dict[str, Any] = {}
         stop = ""
         try:
-            async with stream:
-                async for event in stream:
-                    kind = event.type
+            async with call as response:
+                async for sse in sse_events(response):
+                    data = sse.json()
+                    kind = attr(data, "type")
+                    if sse.event == "error" or kind == "error":
+                        raise _stream_error(data)
                     if kind == "message_start":
-                        totals.update(_counts(event.message.usage))
-                    elif kind == "content_block_delta" and event.delta.type == "text_delta":
-                        yield TextDelta(event.delta.text)
+                        totals.update(_counts(attr(data, "message", "usage")))
+                    elif kind == "content_block_delta":
+                        if attr(data, "delta", "type") == "text_delta":
+                            yield TextDelta(str(attr(data, "delta", "text") or ""))
                     elif kind == "message_delta":
                         # Cumulative: replace, never add.
-                        totals.update(_counts(event.usage))
-                        stop = event.delta.stop_reason or stop
+                        totals.update(_counts(attr(data, "usage")))
+                        stop = attr(data, "delta", "stop_reason") or stop
         except Exception:
             # The input (and any output) the provider counted before failing.
             if totals:
@@ -144,6 +155,14 @@ class AnthropicProvider(Provider):
         if totals:
             yield UsageReport(usage_from_anthropic(totals))
         yield Finish(_STOP.get(stop, "other"), raw=stop)
+
+
+def _stream_error(data: Any) -> ProviderError:
+    """An `error` event inside a stream that had started (HTTP 200)."""
+    kind = attr(data, "error", "type") or ""
+    if kind == "invalid_request_error":
+        return ProviderError("bad_request")
+    return ProviderError(_BY_TYPE.get(kind, "unavailable"))  # type: ignore[arg-type]
 
 
 def _counts(raw: Any) -> dict[str, Any]:

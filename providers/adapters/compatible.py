@@ -28,6 +28,7 @@ from providers.base import (
     Usage,
     UsageReport,
 )
+from providers.sse import events as sse_events
 
 
 def usage_from_chat(raw: Any) -> Usage:
@@ -73,7 +74,6 @@ class CompatibleProvider(Provider):
         messages += [{"role": m.role, "content": m.content} for m in request.messages]
         params: dict[str, Any] = {
             "model": request.model,
-            "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
@@ -81,15 +81,26 @@ class CompatibleProvider(Provider):
             params["max_tokens"] = request.max_output_tokens
         if request.temperature is not None:
             params["temperature"] = request.temperature
-        stream = await self._client(creds).chat.completions.create(**params)
-        async with stream:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    yield UsageReport(usage_from_chat(chunk.usage))
-                for choice in chunk.choices or []:
+        # The history is plain JSON already: sent as extra_body (which replaces the
+        # empty list) it skips the SDK's per-message transform.
+        call = self._client(creds).chat.completions.with_streaming_response.create(
+            messages=[], **params, extra_body={"messages": messages}
+        )
+        async with call as response:
+            async for sse in sse_events(response):
+                if sse.data.startswith("[DONE]"):
+                    break
+                chunk = sse.json()
+                if not isinstance(chunk, dict):
+                    continue
+                if chunk.get("error"):
+                    raise ProviderError("unavailable")
+                if chunk.get("usage") is not None:
+                    yield UsageReport(usage_from_chat(chunk["usage"]))
+                for choice in chunk.get("choices") or []:
                     text = attr(choice, "delta", "content")
                     if text:
-                        yield TextDelta(text)
-                    if choice.finish_reason:
-                        reason = choice.finish_reason
-                        yield Finish(_FINISH.get(reason, "other"), raw=reason)
+                        yield TextDelta(str(text))
+                    reason = attr(choice, "finish_reason")
+                    if reason:
+                        yield Finish(_FINISH.get(reason, "other"), raw=str(reason))

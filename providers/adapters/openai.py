@@ -24,6 +24,7 @@ from providers.base import (
     Usage,
     UsageReport,
 )
+from providers.sse import events as sse_events
 from providers.urlsafety import UnsafeURLError
 
 
@@ -112,39 +113,41 @@ class OpenAIProvider(Provider):
         await clients.openai_client(creds).models.list()
 
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
-        params: dict[str, Any] = {
-            "model": request.model,
-            "input": [{"role": m.role, "content": m.content} for m in request.messages],
-            "store": False,
-            "stream": True,
-        }
+        params: dict[str, Any] = {"model": request.model, "store": False, "stream": True}
         if request.system:
             params["instructions"] = request.system
         if request.max_output_tokens:
             params["max_output_tokens"] = request.max_output_tokens
         if request.temperature is not None:
             params["temperature"] = request.temperature
-        stream = await clients.openai_client(creds).responses.create(**params)
-        async with stream:
-            async for event in stream:
-                kind = event.type
+        # The history goes as extra_body: already plain JSON, it needs none of the
+        # SDK's per-item transform (a walk over its type hints for every message).
+        body = {"input": [{"role": m.role, "content": m.content} for m in request.messages]}
+        call = clients.openai_client(creds).responses.with_streaming_response.create(
+            **params, extra_body=body
+        )
+        async with call as response:
+            async for sse in sse_events(response):
+                data = sse.json()
+                kind = data.get("type") if isinstance(data, dict) else None
                 if kind == "response.output_text.delta":
-                    yield TextDelta(event.delta)
+                    yield TextDelta(str(data.get("delta") or ""))
                 elif kind in ("response.completed", "response.incomplete"):
-                    response = event.response
-                    if response.usage is not None:
-                        yield UsageReport(usage_from_responses(response.usage))
-                    reason = attr(response, "incomplete_details", "reason")
+                    result = data.get("response")
+                    if attr(result, "usage") is not None:
+                        yield UsageReport(usage_from_responses(result["usage"]))
+                    reason = attr(result, "incomplete_details", "reason")
                     yield Finish(_INCOMPLETE.get(reason or "", "stop"), raw=reason or "")
                 elif kind == "response.failed":
-                    response = event.response
-                    if response.usage is not None:
-                        yield UsageReport(usage_from_responses(response.usage))
-                    code = attr(response, "error", "code")
+                    result = data.get("response")
+                    if attr(result, "usage") is not None:
+                        yield UsageReport(usage_from_responses(result["usage"]))
+                    code = attr(result, "error", "code")
                     raise ProviderError(
                         "overloaded" if code == "server_is_overloaded" else "unavailable"
                     )
-                elif kind == "error":
+                elif kind == "error" or (isinstance(data, dict) and data.get("error")):
+                    code = attr(data, "code") or attr(data, "error", "code")
                     raise ProviderError(
-                        "rate_limited" if event.code == "rate_limit_exceeded" else "unavailable"
+                        "rate_limited" if code == "rate_limit_exceeded" else "unavailable"
                     )
