@@ -13,8 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterable, AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -140,31 +139,21 @@ async def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return response
 
 
-_HEARTBEAT = object()
+_END = object()
 
 
-async def _with_heartbeat(events: AsyncIterable[Any], every: float) -> AsyncGenerator[Any]:
-    """The events, with a _HEARTBEAT whenever none came for `every` seconds."""
-    iterator = aiter(events)
-    pending: asyncio.Task[Any] | None = None
+async def _pump(stream: AsyncIterable[Any], queue: asyncio.Queue[Any]) -> None:
+    """Read the provider's events into the queue, in a task of their own: the
+    response can then wait for an event with a timeout (to flush or send a
+    keep-alive) without ever cancelling a read from the provider."""
     try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=every)
-            if not done:
-                yield _HEARTBEAT
-                continue
-            task, pending = pending, None
-            try:
-                yield task.result()
-            except StopAsyncIteration:
-                return
+        async for event in stream:
+            queue.put_nowait(event)
+    except Exception:  # ChatStream turns failures into events; this is a bug
+        logger.exception("reading the provider stream failed")
+        queue.put_nowait(Failure(ProviderError("unavailable")))
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                await pending
+        queue.put_nowait(_END)
 
 
 async def _stream(turn: services.Turn) -> AsyncIterator[str]:
@@ -188,23 +177,37 @@ async def _stream(turn: services.Turn) -> AsyncIterator[str]:
     provider = registry.get(turn.provider)
     stream = provider.stream(turn.request, turn.creds)
     metrics.stream_started()
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    pump = loop.create_task(_pump(stream, queue))
     parts: list[str] = []
+    unsent: list[str] = []  # text received but not yet sent
     status = Status.COMPLETE
     error: ProviderError | None = None
     started = time.monotonic()
     ttft_ms: int | None = None
     last_checkpoint = started
     usage_final = False
+    # Deltas that arrive within CHAT_STREAM_FLUSH_SECONDS of the last one sent go
+    # out together: one event (one JSON encoding, one write) per interval instead
+    # of one per token. The first goes at once.
+    flush_every = settings.CHAT_STREAM_FLUSH_SECONDS
+    heartbeat = settings.CHAT_HEARTBEAT_SECONDS
+    flush_at = 0.0
+    quiet_until = loop.time() + heartbeat
     # Ends the stream before the sweeper could take it for dead.
-    deadline = started + max(settings.CHAT_STREAM_MAX_SECONDS - 30, 1)
+    deadline = loop.time() + max(settings.CHAT_STREAM_MAX_SECONDS - 30, 1)
 
     async def finish() -> Message:
         try:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
             try:
                 await stream.aclose()  # ends the upstream call if it is still open
             except Exception:
                 logger.exception("closing the provider stream failed")
-            return await sync_to_async(services.chat_finish)(
+            return await sync_to_async(_finish_turn)(
                 turn=turn,
                 text="".join(parts),
                 status=status,
@@ -216,42 +219,56 @@ async def _stream(turn: services.Turn) -> AsyncIterator[str]:
             )
         finally:
             metrics.stream_finished()
-            await sync_to_async(services.release_turn)(turn)
-            await _release()
 
     try:
-        # aclosing: if this generator is closed at a yield, the heartbeat wrapper's
-        # pending read is cancelled before the provider stream is closed.
-        async with aclosing(_with_heartbeat(stream, settings.CHAT_HEARTBEAT_SECONDS)) as events:
-            async for event in events:
-                if time.monotonic() > deadline:
-                    error = ProviderError("timeout", "The reply ran past the time limit.")
-                    status = Status.PARTIAL if parts else Status.ERROR
-                    break
-                if event is _HEARTBEAT:
-                    yield ": keep-alive\n\n"
-                elif isinstance(event, TextDelta):
-                    if ttft_ms is None:
-                        ttft_ms = int((time.monotonic() - started) * 1000)
-                    parts.append(event.text)
-                    yield _sse("delta", {"text": event.text})
-                    now = time.monotonic()
-                    if now - last_checkpoint > CHECKPOINT_SECONDS:
-                        last_checkpoint = now
-                        await sync_to_async(services.chat_checkpoint)(
-                            message_id=assistant.pk, text="".join(parts)
-                        )
-                        await _release()
-                elif isinstance(event, Finish) and event.reason == "content_filter":
-                    error = ProviderError("content_filtered")
-                    status = Status.PARTIAL if parts else Status.ERROR
-                elif isinstance(event, Failure):
-                    error = event.error
-                    status = Status.PARTIAL if parts else Status.ERROR
-                elif isinstance(event, UsageReport):
-                    # Final: the provider's own count, even when the reply was
-                    # filtered; otherwise it is completed with an estimate.
-                    usage_final = event.final
+        while True:
+            now = loop.time()
+            if now > deadline:
+                error = ProviderError("timeout", "The reply ran past the time limit.")
+                status = Status.PARTIAL if parts else Status.ERROR
+                break
+            # What is already queued joins the next delta (unless that is off).
+            if unsent and now >= flush_at and (queue.empty() or flush_every <= 0):
+                yield _sse("delta", {"text": "".join(unsent)})
+                unsent.clear()
+                flush_at = now + flush_every
+                quiet_until = now + heartbeat
+                continue
+            if queue.empty():
+                try:
+                    async with asyncio.timeout_at(
+                        min(flush_at if unsent else quiet_until, deadline)
+                    ):
+                        event = await queue.get()
+                except TimeoutError:
+                    if not unsent and loop.time() >= quiet_until:
+                        yield ": keep-alive\n\n"
+                        quiet_until = loop.time() + heartbeat
+                    continue
+            else:
+                event = queue.get_nowait()
+            if event is _END:
+                if unsent:
+                    yield _sse("delta", {"text": "".join(unsent)})
+                break
+            if isinstance(event, TextDelta):
+                if ttft_ms is None:
+                    ttft_ms = int((time.monotonic() - started) * 1000)
+                parts.append(event.text)
+                unsent.append(event.text)
+                if now - last_checkpoint > CHECKPOINT_SECONDS:
+                    last_checkpoint = now
+                    await sync_to_async(_checkpoint)(message_id=assistant.pk, text="".join(parts))
+            elif isinstance(event, Finish) and event.reason == "content_filter":
+                error = ProviderError("content_filtered")
+                status = Status.PARTIAL if parts else Status.ERROR
+            elif isinstance(event, Failure):
+                error = event.error
+                status = Status.PARTIAL if parts else Status.ERROR
+            elif isinstance(event, UsageReport):
+                # Final: the provider's own count, even when the reply was
+                # filtered; otherwise it is completed with an estimate.
+                usage_final = event.final
     except BaseException:
         # The client went away (Stop, a closed tab): keep what arrived, marked.
         status = Status.STOPPED
@@ -261,6 +278,25 @@ async def _stream(turn: services.Turn) -> AsyncIterator[str]:
         raise
     message = await finish()
     yield _final_event(message)
+
+
+def _checkpoint(*, message_id: int, text: str) -> None:
+    try:
+        services.chat_checkpoint(message_id=message_id, text=text)
+    finally:
+        _release_connection()
+
+
+def _finish_turn(*, turn: services.Turn, **reply: Any) -> Message:
+    """chat_finish, then the stream slot and the connection go back: one trip to
+    a worker thread for all three."""
+    try:
+        return services.chat_finish(turn=turn, **reply)
+    finally:
+        try:
+            services.release_turn(turn)
+        finally:
+            _release_connection()
 
 
 def _final_event(message: Message) -> str:

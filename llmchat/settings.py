@@ -430,6 +430,9 @@ CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=100_000)
 CHAT_MAX_SYSTEM_PROMPT_CHARS = env.int("CHAT_MAX_SYSTEM_PROMPT_CHARS", default=20_000)
 # Seconds between keep-alive comments on a quiet stream (proxies close idle ones).
 CHAT_HEARTBEAT_SECONDS = env.float("CHAT_HEARTBEAT_SECONDS", default=15.0)
+# Text that arrives within this many seconds of the last delta sent is sent with
+# the next one (0: one event per provider chunk). The first delta goes at once.
+CHAT_STREAM_FLUSH_SECONDS = env.float("CHAT_STREAM_FLUSH_SECONDS", default=0.05)
 
 # --- Budgets and limits ----------------------------------------------------------
 # Monthly spend limits in USD (empty: unlimited). Per user; a user's own limit in

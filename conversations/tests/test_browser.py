@@ -53,7 +53,8 @@ def test_a_person_chats_with_a_model(asgi_page: Any, mock_provider: Any, prices:
         reply="Tokens are **pieces** of words.",
         input_tokens=1200,
         cached_tokens=200,
-        tokens_per_second=20,
+        # Slow enough (about a second) for the page to be seen while streaming.
+        tokens_per_second=5,
     )
     page.click("nav >> text=Chat")
     page.select_option("#model-picker", "openai|gpt-4o")

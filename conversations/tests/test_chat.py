@@ -32,6 +32,7 @@ def openai_key(alice: Any, mock_provider: Any) -> None:
 
 async def test_the_demo_streams_a_reply_with_tokens_and_cost(signed_in: Any, settings: Any) -> None:
     settings.DEMO_TOKEN_DELAY = 0
+    settings.CHAT_STREAM_FLUSH_SECONDS = 0  # one event per chunk
     response, events = await chat(signed_in, message="What is a token?")
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
@@ -61,6 +62,53 @@ async def test_the_demo_streams_a_reply_with_tokens_and_cost(signed_in: Any, set
     conversation = await Conversation.objects.aget(pk=start["conversation"])
     assert conversation.title == "What is a token?"
     assert conversation.busy_until is None
+
+
+async def test_deltas_close_together_go_out_as_one_event(
+    signed_in: Any, openai_key: None, mock_provider: Any, settings: Any
+) -> None:
+    settings.CHAT_STREAM_FLUSH_SECONDS = 0.3
+    words = [f"w{i}" for i in range(20)]
+    mock_provider.configure(reply=" ".join(words), tokens_per_second=100)  # ~0.2 s
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    deltas = [d["text"] for name, d in events if name == "delta"]
+    assert deltas[0] == "w0"  # the first token is not held back
+    assert 2 <= len(deltas) <= 3  # the rest within one or two flush intervals
+    assert "".join(deltas) == " ".join(words)
+    assert events[-1][1]["content"] == " ".join(words)
+
+
+async def test_without_coalescing_each_chunk_is_an_event(
+    signed_in: Any, openai_key: None, mock_provider: Any, settings: Any
+) -> None:
+    settings.CHAT_STREAM_FLUSH_SECONDS = 0
+    mock_provider.configure(reply="one two three four five", tokens_per_second=100)
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    assert [d["text"] for name, d in events if name == "delta"] == [
+        "one",
+        " two",
+        " three",
+        " four",
+        " five",
+    ]
+
+
+async def test_a_quiet_stream_gets_keep_alive_comments(
+    signed_in: Any, openai_key: None, mock_provider: Any, settings: Any
+) -> None:
+    settings.CHAT_HEARTBEAT_SECONDS = 0.1
+    mock_provider.configure(ttft=0.55, reply="late but here")
+    response = await signed_in.post(
+        "/api/chat",
+        json.dumps(
+            {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Hi"}
+        ),
+        content_type="application/json",
+    )
+    body = "".join([c.decode() async for c in response.streaming_content])
+    before_reply = body.split("event: delta")[0]
+    assert before_reply.count(": keep-alive\n\n") >= 3
+    assert parse_sse(body)[-1][1]["content"] == "late but here"
 
 
 async def test_usage_and_cost_come_from_the_provider_and_the_price_table(
