@@ -29,6 +29,7 @@ from conversations import selectors, services
 from conversations.models import Conversation, Message, Status
 from llmchat import metrics
 from llmchat.api import ApiError, api_view, error_response, read_json, string_field
+from llmchat.logging import request_id_var
 from pricing.calculator import MICRO_DOLLAR
 from providers import registry
 from providers.base import Failure, Finish, ProviderError, TextDelta, UsageReport
@@ -122,18 +123,23 @@ def _chat_fields(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _start_turn(request: HttpRequest) -> services.Turn:
+    """Reading the body and starting the turn: one trip to a worker thread."""
+    fields = _chat_fields(read_json(request, max_bytes=MAX_CHAT_BODY))
+    return services.chat_start(user=request.user, **fields)  # type: ignore[arg-type]
+
+
 @api_view(["POST"])
 async def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    data = await sync_to_async(read_json)(request, max_bytes=MAX_CHAT_BODY)
-    fields = _chat_fields(data)
     try:
-        turn = await sync_to_async(services.chat_start)(user=request.user, **fields)  # type: ignore[arg-type]
+        turn = await sync_to_async(_start_turn)(request)
     except services.ChatRefused as exc:
         refused = error_response(exc.status, exc.code, exc.message, **exc.extra)
         if "retry_after" in exc.extra:
             refused["Retry-After"] = str(exc.extra["retry_after"])
         return refused
-    response = StreamingHttpResponse(_stream(turn), content_type="text/event-stream")
+    stream = _stream(turn, request_id=getattr(request, "id", ""))
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
@@ -156,7 +162,11 @@ async def _pump(stream: AsyncIterable[Any], queue: asyncio.Queue[Any]) -> None:
         queue.put_nowait(_END)
 
 
-async def _stream(turn: services.Turn) -> AsyncIterator[str]:
+async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncIterator[str]:
+    # The body is produced after the middleware returned: its log lines (the chat
+    # turn) carry the request's id all the same.
+    if request_id:
+        request_id_var.set(request_id)
     assistant = turn.assistant_message
     yield _sse(
         "start",

@@ -61,8 +61,6 @@ class RequestLogMiddleware(_SyncAndAsyncMiddleware):
         response: HttpResponse,
         started: float,
         token: Any,
-        *,
-        own_context: bool = False,
     ) -> HttpResponse:
         response["X-Request-ID"] = request.id  # type: ignore[attr-defined]
         user = getattr(request, "user", None)
@@ -82,11 +80,9 @@ class RequestLogMiddleware(_SyncAndAsyncMiddleware):
                 "streaming": response.streaming,
             },
         )
-        if not (response.streaming and own_context):
-            # Under ASGI each request runs in a task of its own, and a streamed body
-            # is produced there after this returns: its log lines (the chat turn)
-            # keep the request id. Elsewhere the context is shared: reset it.
-            request_id_var.reset(token)
+        # A streamed body is produced after this returns; the chat stream sets the
+        # id again for its own log lines (conversations.api._stream).
+        request_id_var.reset(token)
         return response
 
     def handle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
@@ -96,7 +92,7 @@ class RequestLogMiddleware(_SyncAndAsyncMiddleware):
     async def ahandle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
         started, token = self._start(request)
         response = await get_response(request)
-        return self._finish(request, response, started, token, own_context=True)
+        return self._finish(request, response, started, token)
 
 
 class HealthCheckMiddleware(_SyncAndAsyncMiddleware):
@@ -125,3 +121,25 @@ class HealthCheckMiddleware(_SyncAndAsyncMiddleware):
             # CPU only (no database): fine to run on the event loop.
             return metrics.response(request)
         return await get_response(request)
+
+
+class OneThreadMiddleware:
+    """The innermost middleware, and sync-only on purpose.
+
+    Under ASGI, Django runs a middleware that can do both in async mode; for the
+    `MiddlewareMixin` ones (sessions, CSRF, auth, messages, security...) that means
+    a trip to a worker thread and back for every process_request and every
+    process_response: some fifteen per request here. With a sync-only middleware
+    at the inner end, Django runs the whole stack as plain sync code in one trip
+    to a thread, and calls an async view back on the event loop
+    (docs/performance.md has the numbers).
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        return self.get_response(request)

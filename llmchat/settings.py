@@ -93,7 +93,7 @@ MIDDLEWARE = [
     "llmchat.middleware.RequestLogMiddleware",
     "llmchat.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "llmchat.staticfiles.AsyncWhiteNoiseMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -102,6 +102,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "llmchat.middleware.OneThreadMiddleware",  # last: see its docstring
 ]
 
 ROOT_URLCONF = "llmchat.urls"

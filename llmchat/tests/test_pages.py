@@ -64,14 +64,31 @@ def test_static_files_are_served(client: Client) -> None:
     assert b"--accent" in b"".join(response.streaming_content)  # type: ignore[attr-defined]
 
 
-def test_every_middleware_can_run_async() -> None:
-    # One sync-only middleware would push every request under ASGI through a
-    # worker thread (and the middleware outside it with it).
-    from django.conf import settings
-    from django.utils.module_loading import import_string
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.anyio
+async def test_a_request_crosses_to_a_worker_thread_a_few_times_not_per_middleware(
+    async_client: Any, alice: Any, monkeypatch: Any
+) -> None:
+    # Django runs each MiddlewareMixin middleware in async mode with a trip to a
+    # thread for every process_request/process_response (about twenty a request
+    # here); OneThreadMiddleware makes the stack one sync call.
+    from asgiref.sync import SyncToAsync
 
-    for path in settings.MIDDLEWARE:
-        assert getattr(import_string(path), "async_capable", False), path
+    trips: list[str] = []
+    real_call = SyncToAsync.__call__
+
+    async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return await real_call(self, *args, **kwargs)
+
+    await async_client.aforce_login(alice)
+    monkeypatch.setattr(SyncToAsync, "__call__", counting)
+    response = await async_client.get("/api/conversations")
+    assert response.status_code == 200
+    # request_started, the middleware stack, CSRF's process_view, the view,
+    # request_finished / close.
+    assert len(trips) <= 6, trips
+    assert not [t for t in trips if "process_request" in t or "process_response" in t]
 
 
 @pytest.mark.django_db
