@@ -14,11 +14,11 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.http import Http404
 from django.utils import timezone
 
@@ -137,9 +137,13 @@ def chat_start(
         system_prompt=system_prompt,
         client_message_id=client_message_id,
     )
+    existing = None
     if conversation_id is not None:
-        conversation_for_user(user, conversation_id)  # 404 before anything else
-        sweep_stale_streams(conversation_id=conversation_id)
+        existing = conversation_for_user(user, conversation_id)  # 404 before anything else
+        if existing.busy_until is not None and existing.busy_until < timezone.now():
+            # Locked by a turn that never finished: its process may have died.
+            # (A finished turn clears the lock, so most turns skip this query.)
+            sweep_stale_streams(conversation_id=conversation_id)
     _check_rate(user)
     try:
         creds = credentials_for(user=user, provider=provider)
@@ -166,7 +170,7 @@ def chat_start(
     try:
         return _open_turn(
             user=user,
-            conversation_id=conversation_id,
+            existing=existing,
             provider=provider,
             model=model,
             message=message,
@@ -235,7 +239,7 @@ def release_turn(turn: Turn) -> None:
 def _open_turn(
     *,
     user: User,
-    conversation_id: int | None,
+    existing: Conversation | None,
     provider: str,
     model: str,
     message: str,
@@ -257,7 +261,7 @@ def _open_turn(
                 ).exists():
                     raise ChatRefused(409, "in_progress", "This message is already being answered.")
             conversation = _take_conversation(
-                user, conversation_id, provider, model, system_prompt, now
+                user, existing, provider, model, system_prompt, _title_from(message), now
             )
             user_message = None
             if regenerate:
@@ -270,14 +274,10 @@ def _open_turn(
                     client_message_id=client_message_id,
                     created=now,
                 )
-            if not conversation.title:
-                first = user_message.content if user_message else message
-                conversation.title = _title_from(first)
-            conversation.updated = now
-            conversation.save(
-                update_fields=["title", "updated", "provider", "model", "system_prompt"]
-            )
-            history = _history(conversation)
+            if existing is None and user_message is not None:
+                history = [ChatMessage("user", message)]  # a new conversation: just this
+            else:
+                history = _history(conversation)
             if not history or history[-1].role != "user":
                 raise ChatRefused(400, "nothing_to_answer", "There is no message to answer.")
             assistant = Message.objects.create(
@@ -303,39 +303,51 @@ def _open_turn(
 
 def _take_conversation(
     user: User,
-    conversation_id: int | None,
+    existing: Conversation | None,
     provider: str,
     model: str,
     system_prompt: str | None,
+    title: str,
     now: datetime,
 ) -> Conversation:
-    """The conversation, locked for this turn; ChatRefused(409) while another
-    reply is streaming in it."""
-    if conversation_id is None:
+    """The conversation, locked for this turn and updated for it in one query;
+    ChatRefused(409) while another reply is streaming in it."""
+    busy_until = now + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS)
+    if existing is None:
         return Conversation.objects.create(
             user=user,
+            title=title,
             provider=provider,
             model=model,
             system_prompt=system_prompt or "",
             created=now,
             updated=now,
-            busy_until=now + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS),
+            busy_until=busy_until,
         )
+    changes: dict[str, Any] = {
+        "busy_until": busy_until,
+        "updated": now,
+        "provider": provider,
+        "model": model,
+        # Only an untitled conversation is named (a rename may have just landed).
+        "title": Case(When(title="", then=Value(title)), default=F("title")),
+    }
+    if system_prompt is not None:
+        changes["system_prompt"] = system_prompt
     taken = (
-        Conversation.objects.for_user(user)
-        .filter(pk=conversation_id)
+        Conversation.objects.filter(pk=existing.pk, user=user)
         .filter(Q(busy_until__isnull=True) | Q(busy_until__lt=now))
-        .update(busy_until=now + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS))
+        .update(**changes)
     )
     if not taken:
         raise ChatRefused(
             409, "busy", "A reply is still being written in this conversation. Wait or stop it."
         )
-    conversation = Conversation.objects.get(pk=conversation_id)
-    conversation.provider = provider
-    conversation.model = model
-    if system_prompt is not None:
-        conversation.system_prompt = system_prompt
+    conversation = existing
+    changes["title"] = conversation.title or title
+    for name, value in changes.items():
+        setattr(conversation, name, value)
+    conversation.user = user  # known: no query for it later (the ledger row)
     return conversation
 
 
@@ -443,24 +455,25 @@ def chat_finish(
     settled, estimated = _settle_usage(turn.request, text, status, usage, usage_final)
     price = price_for(assistant.provider, assistant.model, at=turn.started_at)
     cost = calculate_cost(settled, price.as_price()) if price is not None else None
+    reply = {
+        "content": text,
+        "html": render_markdown(text) if text else "",
+        "status": status,
+        "input_tokens": settled.input_tokens,
+        "cached_tokens": settled.cached_tokens,
+        "cache_write_tokens": settled.cache_write_tokens,
+        "output_tokens": settled.output_tokens,
+        "reasoning_tokens": settled.reasoning_tokens,
+        "usage_estimated": estimated,
+        "cost": cost,
+        "price": price,
+        "ttft_ms": ttft_ms,
+        "latency_ms": latency_ms,
+        "error_code": error.code if error else "",
+        "error_message": error.message[:500] if error else "",
+    }
     with transaction.atomic():
-        updated = Message.objects.filter(pk=assistant.pk, status=Status.GENERATING).update(
-            content=text,
-            html=render_markdown(text) if text else "",
-            status=status,
-            input_tokens=settled.input_tokens,
-            cached_tokens=settled.cached_tokens,
-            cache_write_tokens=settled.cache_write_tokens,
-            output_tokens=settled.output_tokens,
-            reasoning_tokens=settled.reasoning_tokens,
-            usage_estimated=estimated,
-            cost=cost,
-            price=price,
-            ttft_ms=ttft_ms,
-            latency_ms=latency_ms,
-            error_code=error.code if error else "",
-            error_message=error.message[:500] if error else "",
-        )
+        updated = Message.objects.filter(pk=assistant.pk, status=Status.GENERATING).update(**reply)
         if updated:
             UsageRecord.objects.create(
                 user=turn.conversation.user,
@@ -502,7 +515,11 @@ def chat_finish(
             latency_ms=latency_ms,
             error_code=error.code if error else "",
         )
-    assistant.refresh_from_db()
+    if updated:
+        for name, value in reply.items():
+            setattr(assistant, name, value)
+    else:
+        assistant.refresh_from_db()  # finished earlier (swept): what was saved then
     logger.info(
         "chat turn",
         extra={

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -174,6 +175,9 @@ def _user_credentials(provider: str, key: str, base_url: str) -> Credentials:
     return Credentials(api_key=key, base_url=base, key_source="user")
 
 
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
 @sensitive_variables("creds")
 def credentials_for(*, user: User, provider: str) -> Credentials:
     """The key a call for this user and provider is made with.
@@ -195,7 +199,10 @@ def credentials_for(*, user: User, provider: str) -> Credentials:
                 extra={"user_id": user.pk, "provider": provider, "key_id": record.pk},
             )
             raise KeyProblem("key_unreadable", _UNREADABLE)
-        ProviderKey.objects.filter(pk=record.pk).update(last_used=timezone.now())
+        now = timezone.now()
+        if record.last_used is None or now - record.last_used >= LAST_USED_PRECISION:
+            # To the minute (the pages say "3 minutes ago"): not a write every turn.
+            ProviderKey.objects.filter(pk=record.pk).update(last_used=now)
         return _user_credentials(provider, record.key, record.base_url)
     if settings.ALLOW_SERVER_KEYS:
         server = adapter.server_credentials()

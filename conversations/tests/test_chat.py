@@ -312,6 +312,82 @@ async def test_a_stale_generating_reply_is_swept(signed_in: Any, alice: Any, set
     assert again.status_code == 200
 
 
+async def test_sending_into_a_conversation_a_dead_stream_left_sweeps_it_first(
+    signed_in: Any, alice: Any, settings: Any
+) -> None:
+    settings.DEMO_TOKEN_DELAY = 0
+    _, events = await chat(signed_in)
+    conversation = await Conversation.objects.aget(pk=events[0][1]["conversation"])
+    long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 65)
+    stuck = await Message.objects.acreate(
+        conversation=conversation,
+        role="assistant",
+        status="generating",
+        provider="demo",
+        model="demo-echo",
+        key_source="none",
+        content="half a rep",
+        created=long_ago,
+    )
+    # Its process died: the lock it took has run out but was never cleared.
+    await Conversation.objects.filter(pk=conversation.pk).aupdate(
+        busy_until=long_ago + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS)
+    )
+    response, events = await chat(signed_in, conversation=conversation.pk, message="again")
+    assert response.status_code == 200
+    assert events[-1][0] == "done"
+    await stuck.arefresh_from_db()
+    assert stuck.status == "partial"
+
+
+async def test_a_turn_names_an_untitled_conversation_and_keeps_a_given_title(
+    signed_in: Any, alice: Any, settings: Any
+) -> None:
+    settings.DEMO_TOKEN_DELAY = 0
+    _, events = await chat(signed_in, message="First question")
+    pk = events[0][1]["conversation"]
+    assert (await Conversation.objects.aget(pk=pk)).title == "First question"
+    await Conversation.objects.filter(pk=pk).aupdate(title="My own title")
+    _, events = await chat(signed_in, conversation=pk, message="Second question")
+    assert events[0][1]["title"] == "My own title"
+    assert (await Conversation.objects.aget(pk=pk)).title == "My own title"
+    await Conversation.objects.filter(pk=pk).aupdate(title="")
+    await chat(signed_in, conversation=pk, message="Third question")
+    assert (await Conversation.objects.aget(pk=pk)).title == "Third question"
+
+
+_TRANSACTION = {"BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"}
+
+
+@pytest.mark.parametrize("new_conversation", [True, False])
+async def test_a_turn_takes_a_bounded_number_of_queries(
+    signed_in: Any, alice: Any, openai_key: None, mock_provider: Any, new_conversation: bool
+) -> None:
+    # Guards the per-turn query count (docs/performance.md): the session, the
+    # user, the conversation, the key, the lock + metadata update, two messages,
+    # the history (an existing conversation), the price, the reply, the ledger row
+    # and the unlock. No re-reads of what the turn already knows.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    pk = None if new_conversation else events[0][1]["conversation"]
+
+    def turn() -> tuple[int, str]:
+        from asgiref.sync import async_to_sync
+
+        with CaptureQueriesContext(connection) as queries:
+            _, done = async_to_sync(chat)(
+                signed_in, conversation=pk, provider="openai", model="gpt-4o"
+            )
+        statements = [q["sql"] for q in queries.captured_queries]
+        return len([q for q in statements if q.split()[0] not in _TRANSACTION]), done[-1][0]
+
+    count, last = await sync_to_async(turn, thread_sensitive=True)()
+    assert last == "done"
+    assert count <= (10 if new_conversation else 12)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [

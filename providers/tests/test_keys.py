@@ -139,6 +139,25 @@ def test_a_user_key_wins_over_the_server_key(alice: Any, settings: Any) -> None:
 
 
 @pytest.mark.django_db
+def test_last_used_is_kept_to_the_minute_not_written_every_call(alice: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    services.provider_key_save(user=alice, provider="openai", key=KEY)
+    services.credentials_for(user=alice, provider="openai")
+    first = ProviderKey.objects.get(user=alice).last_used
+    services.credentials_for(user=alice, provider="openai")
+    assert ProviderKey.objects.get(user=alice).last_used == first  # no write
+    earlier = timezone.now() - timedelta(minutes=2)
+    ProviderKey.objects.filter(user=alice).update(last_used=earlier)
+    services.credentials_for(user=alice, provider="openai")
+    latest = ProviderKey.objects.get(user=alice).last_used
+    assert latest is not None
+    assert latest > earlier
+
+
+@pytest.mark.django_db
 def test_server_keys_can_be_turned_off(alice: Any, settings: Any) -> None:
     settings.OPENAI_API_KEY = "sk-server-key-00000000000000000000"
     settings.ALLOW_SERVER_KEYS = False
