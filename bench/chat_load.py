@@ -49,6 +49,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import resource
 import secrets
 import signal
@@ -306,7 +307,7 @@ def setup_users_in_django(count: int, out: Path) -> None:
     from conversations.models import Conversation, UsageRecord
     from providers import services
 
-    users = list(User.objects.filter(email__endswith=DOMAIN).order_by("id"))
+    users = list(User.objects.filter(email__regex=rf"^load-[0-9]+{re.escape(DOMAIN)}$").order_by("id"))
     have = {u.email for u in users}
     for i in range(count):
         email = f"load-{i}{DOMAIN}"

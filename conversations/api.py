@@ -123,16 +123,15 @@ def _chat_fields(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _start_turn(request: HttpRequest) -> services.Turn:
-    """Reading the body and starting the turn: one trip to a worker thread."""
-    fields = _chat_fields(read_json(request, max_bytes=MAX_CHAT_BODY))
-    return services.chat_start(user=request.user, **fields)  # type: ignore[arg-type]
-
-
 @api_view(["POST"])
-async def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """A sync view on purpose: the middleware, the session and user, reading the
+    body and chat_start all run in the one trip to a worker thread the request
+    makes anyway. Only the reply's stream (an async generator) runs on the event
+    loop, where Django's ASGI handler iterates it."""
     try:
-        turn = await sync_to_async(_start_turn)(request)
+        fields = _chat_fields(read_json(request, max_bytes=MAX_CHAT_BODY))
+        turn = services.chat_start(user=request.user, **fields)  # type: ignore[arg-type]
     except services.ChatRefused as exc:
         refused = error_response(exc.status, exc.code, exc.message, **exc.extra)
         if "retry_after" in exc.extra:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.http import Http404
@@ -255,7 +256,7 @@ def _open_turn(
                 # Two requests with the same id at once (a double click, a retry
                 # racing the first): the user's row lock makes the second wait for
                 # the first to commit, then see its message.
-                type(user).objects.select_for_update().filter(pk=user.pk).first()
+                get_user_model().objects.select_for_update().filter(pk=user.pk).first()
                 if Message.objects.filter(
                     conversation__user=user, role="user", client_message_id=client_message_id
                 ).exists():
