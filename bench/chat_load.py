@@ -307,7 +307,8 @@ def setup_users_in_django(count: int, out: Path) -> None:
     from conversations.models import Conversation, UsageRecord
     from providers import services
 
-    users = list(User.objects.filter(email__regex=rf"^load-[0-9]+{re.escape(DOMAIN)}$").order_by("id"))
+    ours = rf"^load-[0-9]+{re.escape(DOMAIN)}$"
+    users = list(User.objects.filter(email__regex=ours).order_by("id"))
     have = {u.email for u in users}
     for i in range(count):
         email = f"load-{i}{DOMAIN}"
