@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -137,11 +137,30 @@ def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         if "retry_after" in exc.extra:
             refused["Retry-After"] = str(exc.extra["retry_after"])
         return refused
-    stream = _stream(turn, request_id=getattr(request, "id", ""))
-    response = StreamingHttpResponse(stream, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return EventStreamResponse(_stream(turn, request_id=getattr(request, "id", "")))
+
+
+class EventStreamResponse(StreamingHttpResponse):
+    """Server-Sent Events from an async generator that is always closed.
+
+    Django closes the iterator it reads (`aclosing(aiter(response))`), but its
+    wrapper does not close the generator inside. A client that leaves while the
+    body is being written (between two events) would leave the reply's generator
+    suspended until garbage collection, its reply "generating". Closing it here
+    saves the reply as stopped at once."""
+
+    def __init__(self, events: AsyncGenerator[str]) -> None:
+        super().__init__(events, content_type="text/event-stream")
+        self._events = events
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for part in self._events:
+                yield self.make_bytes(part)
+        finally:
+            await self._events.aclose()
 
 
 _END = object()
@@ -161,7 +180,7 @@ async def _pump(stream: AsyncIterable[Any], queue: asyncio.Queue[Any]) -> None:
         queue.put_nowait(_END)
 
 
-async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncIterator[str]:
+async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerator[str]:
     # The body is produced after the middleware returned: its log lines (the chat
     # turn) carry the request's id all the same.
     if request_id:

@@ -5,6 +5,7 @@ upstream call closed."""
 import json
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx2
@@ -99,3 +100,79 @@ def test_the_stream_is_served_incrementally(
                 stamps["done"] = time.monotonic()
                 assert json.loads(line[6:])["cost"] == "0.000000"
     assert stamps["done"] - stamps["first"] > 0.3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.anyio
+async def test_a_client_gone_while_an_event_is_being_written_stops_the_reply_at_once(
+    alice: Any, mock_provider: Any, prices: None
+) -> None:
+    # Straight through the ASGI application: the client disconnects while the
+    # server is in the middle of sending an event (our generator is suspended at
+    # its yield, not waiting on the provider). The reply must be saved as stopped
+    # when the request ends, not whenever the generator is garbage-collected.
+    import asyncio
+    import gc
+
+    from asgiref.sync import sync_to_async
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.core.asgi import get_asgi_application
+
+    from conversations.models import Status
+
+    await sync_to_async(key_services.provider_key_save)(
+        user=alice, provider="openai", key="sk-test-key-0000000000000000"
+    )
+    mock_provider.configure(reply_tokens=400, tokens_per_second=40)
+    store = SessionStore()
+    store["_auth_user_id"] = str(alice.pk)
+    store["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+    store["_auth_user_hash"] = alice.get_session_auth_hash()
+    await sync_to_async(store.create)()
+    body = json.dumps(
+        {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Go on"}
+    ).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/chat",
+        "raw_path": b"/api/chat",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"cookie", f"sessionid={store.session_key}; csrftoken={'c' * 32}".encode()),
+            (b"x-csrftoken", b"c" * 32),
+        ],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    gone = asyncio.Event()
+    sent_body = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Mapping[str, Any]) -> None:
+        if message["type"] == "http.response.body" and b"event: delta" in message["body"]:
+            gone.set()  # the client leaves while this write is under way
+            await asyncio.sleep(3600)
+
+    gc.disable()  # the generator must not be rescued by a collection
+    try:
+        async with asyncio.timeout(10):
+            await get_asgi_application()(scope, receive, send)
+        reply = await Message.objects.aget(role="assistant")
+        assert reply.status == Status.STOPPED
+        assert reply.content  # the text that had arrived is kept
+    finally:
+        gc.enable()
