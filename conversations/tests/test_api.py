@@ -244,3 +244,49 @@ def test_api_errors_are_json(client: Client) -> None:
         response = client.get(url)
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthenticated"
+
+
+@pytest.mark.django_db
+def test_the_usage_summary_folds_one_grouped_query(
+    alice: Any, django_assert_num_queries: Any
+) -> None:
+    from conversations.selectors import usage_summary
+
+    day1 = timezone.now().replace(day=1, hour=10, minute=0, second=0, microsecond=0)
+    day2 = day1 + timedelta(days=1)
+    rows = [
+        ("openai", "gpt-4o", day1, "0.10", False, False),
+        ("openai", "gpt-4o", day2, "0.20", False, True),
+        ("anthropic", "claude-x", day1, "0.50", False, False),
+        ("openai", "mystery", day2, None, True, False),
+    ]
+    for provider, model, when, cost, unpriced, estimated in rows:
+        UsageRecord.objects.create(
+            user=alice,
+            user_email=alice.email,
+            provider=provider,
+            model=model,
+            key_source="user",
+            input_tokens=100,
+            output_tokens=10,
+            cost=None if cost is None else Decimal(cost),
+            unpriced=unpriced,
+            estimated=estimated,
+            outcome="complete",
+            created=when,
+        )
+    with django_assert_num_queries(1):
+        summary = usage_summary(alice, day1.replace(hour=0), None)
+    totals = summary["totals"]
+    assert (totals["requests"], totals["cost"]) == (4, Decimal("0.80"))
+    assert (totals["unpriced_calls"], totals["estimated_calls"]) == (1, 1)
+    assert totals["input_tokens"] == 400
+    assert [(r["model"], r["requests"], r["cost"]) for r in summary["by_model"]] == [
+        ("claude-x", 1, Decimal("0.50")),
+        ("gpt-4o", 2, Decimal("0.30")),
+        ("mystery", 1, Decimal(0)),
+    ]
+    assert [(r["day"], r["requests"], r["cost"]) for r in summary["by_day"]] == [
+        (day1.date(), 2, Decimal("0.60")),
+        (day2.date(), 2, Decimal("0.20")),
+    ]
