@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -11,7 +12,10 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.contrib.auth import get_user
 from django.core.exceptions import ValidationError
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+
+logger = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -107,19 +111,42 @@ def api_view(methods: list[str]) -> Callable[[Callable[..., Any]], Callable[...,
 
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            refused = check(request)
-            if refused is not None:
-                return refused
             try:
+                refused = check(request)
+                if refused is not None:
+                    return refused
                 return view(request, *args, **kwargs)
             except ApiError as exc:
                 return exc.response()
             except Http404:
                 return _not_found()
+            except OperationalError as exc:
+                if not _pool_exhausted(exc):
+                    raise
+                return _overloaded()
 
         return wrapper
 
     return decorate
+
+
+def _pool_exhausted(exc: OperationalError) -> bool:
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # SQLite only
+        return False
+    return isinstance(exc.__cause__, PoolTimeout)
+
+
+def _overloaded() -> JsonResponse:
+    """Every database connection of this process stayed busy for
+    DATABASE_POOL_TIMEOUT: a 503 the client may retry, not a 500."""
+    logger.warning("database pool exhausted: request refused with 503")
+    response = error_response(
+        503, "overloaded", "The server is busy right now. Try again in a few seconds."
+    )
+    response["Retry-After"] = "5"
+    return response
 
 
 def _not_found() -> JsonResponse:
