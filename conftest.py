@@ -168,10 +168,11 @@ def asgi_live_server(transactional_db: None) -> Any:
     import time
 
     import uvicorn
-    from django.core.asgi import get_asgi_application
+
+    from llmchat.handlers import ASGIHandler
 
     config = uvicorn.Config(
-        get_asgi_application(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+        ASGIHandler(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -121,25 +121,3 @@ class HealthCheckMiddleware(_SyncAndAsyncMiddleware):
             # CPU only (no database): fine to run on the event loop.
             return metrics.response(request)
         return await get_response(request)
-
-
-class OneThreadMiddleware:
-    """The innermost middleware, and sync-only on purpose.
-
-    Under ASGI, Django runs a middleware that can do both in async mode; for the
-    `MiddlewareMixin` ones (sessions, CSRF, auth, messages, security...) that means
-    a trip to a worker thread and back for every process_request and every
-    process_response: some fifteen per request here. With a sync-only middleware
-    at the inner end, Django runs the whole stack as plain sync code in one trip
-    to a thread, and calls an async view back on the event loop
-    (docs/performance.md has the numbers).
-    """
-
-    sync_capable = True
-    async_capable = False
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> Any:
-        return self.get_response(request)

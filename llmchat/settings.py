@@ -102,7 +102,6 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "llmchat.middleware.OneThreadMiddleware",  # last: see its docstring
 ]
 
 ROOT_URLCONF = "llmchat.urls"

@@ -1,0 +1,34 @@
+"""Django's ASGI handler, with each request handled as one sync call.
+
+Django's own ASGI handler builds the middleware stack in async mode. The
+middleware that comes with Django (sessions, CSRF, auth, messages, security...)
+is `MiddlewareMixin`-based, which in async mode goes to a worker thread and back
+for every process_request, process_view and process_response, and a sync view
+is one more trip: about twenty trips per request here, each waiting for the
+event loop's attention, which under load is what a request waited for most.
+
+Here the stack is built in sync mode, as under WSGI, and the whole request — the
+middleware, the view and its queries — is one call in a worker thread. Only a
+streamed body (the chat reply, an async generator) runs on the event loop,
+where Django's ASGI handler reads it. docs/performance.md has the numbers.
+"""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.core.handlers import base
+from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
+from django.http import HttpRequest, HttpResponseBase
+
+
+class ASGIHandler(DjangoASGIHandler):
+    def __init__(self) -> None:
+        base.BaseHandler.__init__(self)
+        self.load_middleware(is_async=False)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        # thread_sensitive: the request's own thread, as Django's sync code expects.
+        response: HttpResponseBase = await sync_to_async(self.get_response, thread_sensitive=True)(
+            request
+        )
+        return response
