@@ -440,3 +440,31 @@ def test_memory_does_not_grow_with_the_number_of_rows(alice: Any, tmp_path: Path
         assert sum(1 for _ in csv.reader(file)) == 2 * n + 1
     assert peak_n < 20 * 1024 * 1024
     assert peak_2n < 1.5 * peak_n + 2 * 1024 * 1024
+
+
+@pytest.mark.django_db
+def test_on_postgresql_copy_writes_exactly_what_the_csv_writer_would(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("COPY is PostgreSQL's")
+    UsageRecord.objects.create(
+        user=None,
+        user_email='"odd, quoted"@example.com',
+        provider="openai",
+        model='model "x", \n two lines',
+        key_source="user",
+        cost=Decimal("12.3"),
+        outcome="complete",
+        created=datetime(2026, 11, 22, 1, 2, 3, 4500, tzinfo=UTC),
+    )
+    command = export_usage.Command()
+    records = command._queryset(
+        {"since": None, "until": None, "user": None, "provider": None, "format": "csv"}
+    )
+    expected = StringIO(newline="")
+    export_usage.write_csv(command._rows(records), expected, lambda: None)
+    call_command("export_usage", "--output", str(tmp_path / "copy.csv"), stderr=StringIO())
+    assert (tmp_path / "copy.csv").read_bytes().decode() == expected.getvalue()
+    text, _ = export()  # the stdout path too
+    assert text == expected.getvalue()

@@ -15,6 +15,7 @@ whatever the number of rows.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
@@ -24,6 +25,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
+from django.db import connection
+from django.db.models import Field
 
 from accounts.models import User
 from conversations.models import UsageRecord, UsageRecordQuerySet
@@ -132,6 +135,47 @@ def write_jsonl(rows: Iterable[tuple[Any, ...]], out: _Writable, tick: Callable[
         tick()
 
 
+# PostgreSQL expressions giving exactly what csv_cells() writes: times as
+# iso_utc() (microseconds only when there are any), costs with 6 places, the
+# booleans as true/false, and empty text as an empty (NULL) cell, because COPY
+# quotes an empty string ("") where csv writes nothing.
+_COPY_SQL = {
+    "time": (
+        "to_char(%(t)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+        "CASE WHEN to_char(%(t)s AT TIME ZONE 'UTC', 'US') = '000000' THEN '' "
+        "ELSE '.' || to_char(%(t)s AT TIME ZONE 'UTC', 'US') END || 'Z'"
+    ),
+    "unpriced": "CASE WHEN %(t)s THEN 'true' ELSE 'false' END",
+    "estimated": "CASE WHEN %(t)s THEN 'true' ELSE 'false' END",
+}
+_TEXT_COLUMNS = ("user_email", "provider", "model", "key_source", "outcome")
+
+
+def copy_csv_rows(records: UsageRecordQuerySet) -> Iterator[memoryview]:
+    """The ledger rows as CSV lines (each ending in \\n) from PostgreSQL's COPY."""
+    table = UsageRecord._meta.db_table
+    columns = []
+    for column, field in zip(COLUMNS, FIELD_NAMES, strict=True):
+        model_field = UsageRecord._meta.get_field(field)
+        assert isinstance(model_field, Field)
+        ref = f'"{table}"."{model_field.column}"'
+        if column in _COPY_SQL:
+            columns.append(_COPY_SQL[column] % {"t": ref})
+        elif column in _TEXT_COLUMNS:
+            columns.append(f"NULLIF({ref}, '')")
+        else:
+            columns.append(ref)
+    # Django compiles the filters and the order; only the select list is ours.
+    query = records.values_list("id")
+    sql, params = query.query.sql_with_params()
+    select_end = sql.index(" FROM ")
+    sql = "SELECT " + ", ".join(columns) + sql[select_end:]
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # psycopg's own cursor, under Django's wrapper
+        with raw.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", params) as copy:
+            yield from copy
+
+
 class Command(BaseCommand):
     help = "Export the usage ledger (one row per provider call) as CSV or JSON Lines."
 
@@ -156,9 +200,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        rows = self._rows(self._queryset(opts))
-        write = write_csv if opts["format"] == "csv" else write_jsonl
+        records = self._queryset(opts)
         output: str | None = opts["output"]
+        if opts["format"] == "csv" and connection.vendor == "postgresql":
+            # The same bytes, formatted by PostgreSQL (COPY): several times faster.
+            self._copy_csv(records, output)
+            return
+        rows = self._rows(records)
+        write = write_csv if opts["format"] == "csv" else write_jsonl
         if output is None:
             write(rows, _StdoutText(self.stdout), lambda: None)
             return
@@ -195,6 +244,36 @@ class Command(BaseCommand):
         if opts["provider"] is not None:
             records = records.filter(provider=opts["provider"])
         return records.order_by("created", "id")
+
+    def _copy_csv(self, records: UsageRecordQuerySet, output: str | None) -> None:
+        count = 0
+        with contextlib.ExitStack() as stack:
+            if output is None:
+                out: _Writable = _StdoutText(self.stdout)
+                write = out.write
+
+                def write_row(data: memoryview) -> None:
+                    write(bytes(data[:-1]).decode() + "\r\n")
+
+            else:
+                file = stack.enter_context(open(output, "wb"))
+                write_bytes = file.write
+
+                def write_row(data: memoryview) -> None:
+                    write_bytes(data[:-1])
+                    write_bytes(b"\r\n")
+
+                write_bytes(",".join(COLUMNS).encode() + b"\r\n")
+            if output is None:
+                write(",".join(COLUMNS) + "\r\n")
+            for data in copy_csv_rows(records):
+                # One row per message; PostgreSQL ends it with \n, csv with \r\n.
+                write_row(data)
+                count += 1
+                if output is not None and count % PROGRESS_EVERY == 0:
+                    self.stderr.write(f"{count:,} rows so far...")
+        if output is not None:
+            self.stderr.write(f"Exported {count:,} row{'' if count == 1 else 's'} to {output}")
 
     def _rows(self, records: UsageRecordQuerySet) -> Iterator[tuple[Any, ...]]:
         # iterator(): no result cache, and on PostgreSQL a server-side cursor, so
