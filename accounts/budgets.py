@@ -114,3 +114,11 @@ def budget_status(user: User, now: datetime | None = None) -> BudgetStatus:
         server_limit=server_key_limit(),
         server_spent=spend.server_keys,
     )
+
+
+def budget_status_if_limited(user: User, now: datetime | None = None) -> BudgetStatus | None:
+    """For the pages: None when no limit applies to the user — nothing to show,
+    and no month of the ledger to sum (tens of thousands of rows for a heavy user)."""
+    if user_limit(user) is None and server_key_limit() is None:
+        return None
+    return budget_status(user, now)

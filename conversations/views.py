@@ -55,7 +55,7 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "current": current,
             "has_unavailable": any(not m.available for m in models),
             "compatible": compatible,
-            "budget": budgets.budget_status(user),
+            "budget": budgets.budget_status_if_limited(user),
         },
     )
 
@@ -105,6 +105,6 @@ def usage(request: HttpRequest) -> HttpResponse:
             "month_end": (since + timedelta(days=32)).replace(day=1),
             "chart": chart,
             "chart_width": max(len(chart), 1) * 12,
-            "budget": budgets.budget_status(user),
+            "budget": budgets.budget_status_if_limited(user),
         },
     )

@@ -229,3 +229,27 @@ def test_pages_show_the_budget_and_warn_at_80_percent(
 def test_no_limit_is_said_plainly(client: Any, alice: Any) -> None:
     client.force_login(alice)
     assert "No monthly limit." in client.get("/usage/").content.decode()
+
+
+@pytest.mark.django_db
+def test_without_any_limit_the_pages_do_not_sum_the_month(
+    client: Any, alice: Any, settings: Any
+) -> None:
+    # A heavy user's month is tens of thousands of ledger rows; with no limit
+    # there is nothing to show for it on the chat and usage pages.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    spend(alice, "3", key_source="server")
+    client.force_login(alice)
+    for url in ["/", "/usage/"]:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(url).status_code == 200
+        month_sums = [
+            q["sql"]
+            for q in queries
+            if 'SUM("conversations_usagerecord"."cost") FILTER' in q["sql"]
+        ]
+        assert month_sums == [], url
+    settings.SERVER_KEY_MONTHLY_BUDGET = "5"  # a limit applies: now it is summed and shown
+    assert "Server keys: $3.00 of $5 this month." in client.get("/usage/").content.decode()
