@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -137,7 +138,31 @@ def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         if "retry_after" in exc.extra:
             refused["Retry-After"] = str(exc.extra["retry_after"])
         return refused
-    return EventStreamResponse(_stream(turn, request_id=getattr(request, "id", "")))
+    return EventStreamResponse(
+        _stream(turn, request_id=getattr(request, "id", "")),
+        on_unsent=functools.partial(_abandon_turn, turn),
+    )
+
+
+def _abandon_turn(turn: services.Turn) -> None:
+    """The client left before the reply's stream began: the provider was never
+    called. The reply is closed as stopped (nothing billed) and the conversation
+    and the stream slot are freed, instead of waiting for the sweeper."""
+    try:
+        if not turn.replay:
+            services.chat_finish(
+                turn=turn,
+                text="",
+                status=Status.STOPPED,
+                usage=None,
+                usage_final=False,
+                provider_called=False,
+            )
+    finally:
+        try:
+            services.release_turn(turn)
+        finally:
+            _release_connection()
 
 
 class EventStreamResponse(StreamingHttpResponse):
@@ -147,20 +172,44 @@ class EventStreamResponse(StreamingHttpResponse):
     wrapper does not close the generator inside. A client that leaves while the
     body is being written (between two events) would leave the reply's generator
     suspended until garbage collection, its reply "generating". Closing it here
-    saves the reply as stopped at once."""
+    saves the reply as stopped at once.
 
-    def __init__(self, events: AsyncGenerator[str]) -> None:
-        super().__init__(events, content_type="text/event-stream")
+    A response closed without its body ever being read (the client left while
+    the request was handled, or before the headers went out) calls `on_unsent`
+    instead: the generator never ran, so its own clean-up never will.
+    """
+
+    def __init__(
+        self, events: AsyncGenerator[str], *, on_unsent: Callable[[], object] | None = None
+    ) -> None:
         self._events = events
+        self._on_unsent = on_unsent
+        self._started = False
+        super().__init__(self._marked(), content_type="text/event-stream")
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"
 
+    async def _marked(self) -> AsyncIterator[str]:
+        # Started once anyone reads the body, through __aiter__ or streaming_content.
+        self._started = True
+        async for part in self._events:
+            yield part
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        self._started = True
         try:
             async for part in self._events:
                 yield self.make_bytes(part)
         finally:
             await self._events.aclose()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            on_unsent, self._on_unsent = self._on_unsent, None
+            if on_unsent is not None and not self._started:
+                on_unsent()
 
 
 _END = object()

@@ -449,11 +449,17 @@ def chat_finish(
     error: ProviderError | None = None,
     ttft_ms: int | None = None,
     latency_ms: int | None = None,
+    provider_called: bool = True,
 ) -> Message:
     """Save the reply with its usage and cost, write the ledger row, free the
-    conversation. Safe to call once per turn; a second call changes nothing."""
+    conversation. Safe to call once per turn; a second call changes nothing.
+    `provider_called=False`: the turn ended before the provider was called (the
+    client left first): nothing was billed."""
     assistant = turn.assistant_message
-    settled, estimated = _settle_usage(turn.request, text, status, usage, usage_final)
+    if provider_called:
+        settled, estimated = _settle_usage(turn.request, text, status, usage, usage_final)
+    else:
+        settled, estimated = Usage(), False
     price = price_for(assistant.provider, assistant.model, at=turn.started_at)
     cost = calculate_cost(settled, price.as_price()) if price is not None else None
     reply = {

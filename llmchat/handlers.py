@@ -15,6 +15,8 @@ where Django's ASGI handler reads it. docs/performance.md has the numbers.
 
 from __future__ import annotations
 
+import asyncio
+
 from asgiref.sync import sync_to_async
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
@@ -28,7 +30,26 @@ class ASGIHandler(DjangoASGIHandler):
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         # thread_sensitive: the request's own thread, as Django's sync code expects.
-        response: HttpResponseBase = await sync_to_async(self.get_response, thread_sensitive=True)(
-            request
+        work: asyncio.Future[HttpResponseBase] = asyncio.ensure_future(
+            sync_to_async(self.get_response, thread_sensitive=True)(request)
         )
-        return response
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # The client left while the request was being handled; the thread
+            # finishes it anyway. Close the response it makes, as Django would
+            # have after sending it: a chat turn it started is then released.
+            work.add_done_callback(_close_response)
+            raise
+
+
+def _close_response(work: asyncio.Future[HttpResponseBase]) -> None:
+    if work.cancelled() or work.exception() is not None:
+        return
+    close = sync_to_async(work.result().close, thread_sensitive=False)
+    task = asyncio.ensure_future(close())
+    _closing.add(task)  # a reference, until it is done
+    task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Future[None]] = set()

@@ -176,3 +176,143 @@ async def test_a_client_gone_while_an_event_is_being_written_stops_the_reply_at_
         assert reply.content  # the text that had arrived is kept
     finally:
         gc.enable()
+
+
+def _chat_scope(alice: Any) -> tuple[dict[str, Any], bytes]:
+    from django.contrib.sessions.backends.db import SessionStore
+
+    store = SessionStore()
+    store["_auth_user_id"] = str(alice.pk)
+    store["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+    store["_auth_user_hash"] = alice.get_session_auth_hash()
+    store.create()
+    body = json.dumps(
+        {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Go on"}
+    ).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/chat",
+        "raw_path": b"/api/chat",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"cookie", f"sessionid={store.session_key}; csrftoken={'c' * 32}".encode()),
+            (b"x-csrftoken", b"c" * 32),
+        ],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    return scope, body
+
+
+async def _assert_released_unbilled(mock_provider: Any) -> None:
+    from conversations.models import Conversation, Status
+
+    reply = await Message.objects.aget(role="assistant")
+    assert reply.status == Status.STOPPED
+    assert reply.content == ""
+    record = await UsageRecord.objects.aget(message=reply)
+    assert (record.input_tokens, record.output_tokens, record.estimated) == (0, 0, False)
+    conversation = await Conversation.objects.aget(pk=reply.conversation_id)
+    assert conversation.busy_until is None  # free for the next message
+    assert mock_provider.requests == []  # the provider was never called
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.anyio
+async def test_a_client_gone_before_the_headers_went_out_releases_the_turn(
+    alice: Any, mock_provider: Any, prices: None
+) -> None:
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    from llmchat.handlers import ASGIHandler
+
+    await sync_to_async(key_services.provider_key_save)(
+        user=alice, provider="openai", key="sk-test-key-0000000000000000"
+    )
+    scope, body = await sync_to_async(_chat_scope)(alice)
+    gone = asyncio.Event()
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Mapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            gone.set()  # the client leaves as the headers are being sent
+            await asyncio.sleep(3600)
+
+    async with asyncio.timeout(10):
+        await ASGIHandler()(scope, receive, send)
+    await _assert_released_unbilled(mock_provider)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.anyio
+async def test_a_client_gone_while_the_turn_was_being_started_releases_it(
+    alice: Any, mock_provider: Any, prices: None, monkeypatch: Any
+) -> None:
+    import asyncio
+    import time
+
+    from asgiref.sync import sync_to_async
+
+    from conversations import services
+    from llmchat.handlers import ASGIHandler
+
+    await sync_to_async(key_services.provider_key_save)(
+        user=alice, provider="openai", key="sk-test-key-0000000000000000"
+    )
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    real_start = services.chat_start
+
+    def slow_start(**kwargs: Any) -> Any:
+        turn = real_start(**kwargs)
+        loop.call_soon_threadsafe(started.set)
+        time.sleep(0.3)  # the client leaves while the request is still in the view
+        return turn
+
+    monkeypatch.setattr(services, "chat_start", slow_start)
+    scope, body = await sync_to_async(_chat_scope)(alice)
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await started.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[Any] = []
+
+    async def send(message: Mapping[str, Any]) -> None:
+        sent.append(message)
+
+    async with asyncio.timeout(10):
+        await ASGIHandler()(scope, receive, send)
+    assert sent == []  # nothing was sent: the request was cancelled
+
+    async def released() -> bool:
+        from conversations.models import Status
+
+        return await Message.objects.filter(role="assistant", status=Status.STOPPED).aexists()
+
+    async with asyncio.timeout(5):
+        while not await released():  # noqa: ASYNC110 - the database has no event to wait on
+            await asyncio.sleep(0.05)
+    await _assert_released_unbilled(mock_provider)
