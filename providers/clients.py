@@ -4,7 +4,8 @@ Every SDK client gets the same explicit timeouts, no redirects and no SDK retrie
 (`Provider.stream` retries, only before the first token and never on 4xx or an
 exhausted quota — the SDKs would retry `insufficient_quota` 429s). The underlying
 `httpx2` clients, with their connection pools and TLS contexts, are shared per event
-loop; SDK clients, and the httpx2 clients they hold, are cheap wrappers made per call.
+loop; so are the SDK clients themselves (per key and base URL, the most recent few
+hundred).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from typing import TYPE_CHECKING
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 from django.conf import settings
@@ -116,28 +119,69 @@ def _sync_http_client() -> httpx2.Client:
         return _sync_client
 
 
+# SDK clients made recently on each event loop, by vendor, key and base URL. A new
+# SDK client costs more than its constructor: on its first request it works out
+# the platform for its headers in a worker thread. Bounded: least recently used
+# go first. Keys live here only as long as the client that holds them anyway.
+_CLIENTS_PER_LOOP = 256
+_sdk_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, OrderedDict[tuple[str, ...], Any]
+] = weakref.WeakKeyDictionary()
+
+
+def _reused(key: tuple[str, ...], make: Callable[[], Any]) -> Any:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop (a sync caller): nothing to share with
+        return make()
+    # Settings that shape a client (tests change them): a change makes a new one.
+    key += (
+        str(settings.PROVIDER_CONNECT_TIMEOUT),
+        str(settings.PROVIDER_FIRST_TOKEN_TIMEOUT),
+        str(settings.PROVIDER_IDLE_TIMEOUT),
+    )
+    cache = _sdk_clients.setdefault(loop, OrderedDict())
+    client = cache.get(key)
+    if client is None:
+        client = cache[key] = make()
+        while len(cache) > _CLIENTS_PER_LOOP:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return client
+
+
 def openai_client(creds: Credentials, *, user_base_url: bool = False) -> openai.AsyncOpenAI:
     import openai
 
-    return openai.AsyncOpenAI(
-        api_key=creds.api_key,
-        base_url=creds.base_url or None,
-        http_client=http_client(user_base_url=user_base_url),
-        max_retries=0,
-        timeout=timeout(),
-    )
+    def make() -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=creds.api_key,
+            base_url=creds.base_url or None,
+            http_client=http_client(user_base_url=user_base_url),
+            max_retries=0,
+            timeout=timeout(),
+        )
+
+    key = ("openai", creds.api_key, creds.base_url, "user" if user_base_url else "operator")
+    client: openai.AsyncOpenAI = _reused(key, make)
+    return client
 
 
 def anthropic_client(creds: Credentials) -> anthropic.AsyncAnthropic:
     import anthropic
 
-    return anthropic.AsyncAnthropic(
-        api_key=creds.api_key,
-        base_url=creds.base_url or None,
-        http_client=http_client(),
-        max_retries=0,
-        timeout=timeout(),
-    )
+    def make() -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=creds.api_key,
+            base_url=creds.base_url or None,
+            http_client=http_client(),
+            max_retries=0,
+            timeout=timeout(),
+        )
+
+    client: anthropic.AsyncAnthropic = _reused(("anthropic", creds.api_key, creds.base_url), make)
+    return client
 
 
 def google_client(creds: Credentials, *, recorder: ResponseRecorder | None = None) -> genai.Client:
