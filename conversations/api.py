@@ -92,9 +92,6 @@ def _release_connection() -> None:
         connection.close()
 
 
-_release = sync_to_async(_release_connection)
-
-
 def _sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -244,7 +241,8 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
             "title": turn.conversation.title,
         },
     )
-    await _release()
+    # The request's database connection went back to the pool when the view
+    # returned (llmchat.handlers); each later step takes one for its own queries.
     if turn.replay:
         if assistant.content:
             yield _sse("delta", {"text": assistant.content})

@@ -20,6 +20,7 @@ import asyncio
 from asgiref.sync import sync_to_async
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
+from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
 
 
@@ -31,7 +32,7 @@ class ASGIHandler(DjangoASGIHandler):
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         # thread_sensitive: the request's own thread, as Django's sync code expects.
         work: asyncio.Future[HttpResponseBase] = asyncio.ensure_future(
-            sync_to_async(self.get_response, thread_sensitive=True)(request)
+            sync_to_async(self._get_response_sync, thread_sensitive=True)(request)
         )
         try:
             return await asyncio.shield(work)
@@ -41,6 +42,17 @@ class ASGIHandler(DjangoASGIHandler):
             # have after sending it: a chat turn it started is then released.
             work.add_done_callback(_close_response)
             raise
+
+    def _get_response_sync(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        if response.streaming:
+            # The body is produced later, on the event loop, for as long as the
+            # stream lasts; the request's database connection goes back to the
+            # pool now rather than when the stream ends (Django's request_finished).
+            for connection in connections.all(initialized_only=True):
+                if not connection.in_atomic_block:
+                    connection.close()
+        return response
 
 
 def _close_response(work: asyncio.Future[HttpResponseBase]) -> None:

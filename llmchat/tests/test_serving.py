@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,3 +147,40 @@ def test_it_logs_json_lines_with_request_ids(server: tuple[int, Path]) -> None:
     entry = next(e for e in entries if e["request_id"] == "probe-00000001")
     assert entry["path"] == "/health"
     assert entry["status"] == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_streamed_response_gives_its_database_connection_back_when_the_view_returns(
+    alice: Any, mock_provider: Any
+) -> None:
+    # A chat reply streams for seconds to minutes, on the event loop; holding the
+    # request's connection for all of it capped open streams at the pool size.
+    import json
+
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.db import connection
+    from django.test import RequestFactory
+
+    from llmchat.handlers import ASGIHandler
+    from providers import services as key_services
+
+    key_services.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
+    store = SessionStore()
+    store["_auth_user_id"] = str(alice.pk)
+    store["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+    store["_auth_user_hash"] = alice.get_session_auth_hash()
+    store.create()
+    request = RequestFactory().post(
+        "/api/chat",
+        json.dumps(
+            {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Hi"}
+        ),
+        content_type="application/json",
+    )
+    request.COOKIES["sessionid"] = store.session_key or ""
+    request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
+    connection.ensure_connection()
+    response = ASGIHandler()._get_response_sync(request)
+    assert response.streaming
+    assert connection.connection is None  # closed: back to the pool
+    response.close()  # never read: the turn is closed as stopped
