@@ -232,15 +232,21 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
     if request_id:
         request_id_var.set(request_id)
     assistant = turn.assistant_message
-    yield _sse(
-        "start",
-        {
-            "conversation": turn.conversation.pk,
-            "user_message": turn.user_message.pk if turn.user_message else None,
-            "message": assistant.pk,
-            "title": turn.conversation.title,
-        },
-    )
+    try:
+        yield _sse(
+            "start",
+            {
+                "conversation": turn.conversation.pk,
+                "user_message": turn.user_message.pk if turn.user_message else None,
+                "message": assistant.pk,
+                "title": turn.conversation.title,
+            },
+        )
+    except BaseException:
+        # Gone while the first event was being written: the provider was not
+        # called yet. Close the turn as never sent (shielded: this task is ending).
+        await asyncio.shield(asyncio.ensure_future(sync_to_async(_abandon_turn)(turn)))
+        raise
     # The request's database connection went back to the pool when the view
     # returned (llmchat.handlers); each later step takes one for its own queries.
     if turn.replay:
@@ -301,6 +307,8 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
             if now > deadline:
                 error = ProviderError("timeout", "The reply ran past the time limit.")
                 status = Status.PARTIAL if parts else Status.ERROR
+                if unsent:
+                    yield _sse("delta", {"text": "".join(unsent)})
                 break
             # What is already queued joins the next delta (unless that is off).
             if unsent and now >= flush_at and (queue.empty() or flush_every <= 0):
@@ -351,7 +359,8 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
         # Shielded: the save must finish even though this task is being cancelled.
         await asyncio.shield(asyncio.ensure_future(finish()))
         raise
-    message = await finish()
+    # Shielded too: a client leaving just now must not cancel the save.
+    message = await asyncio.shield(asyncio.ensure_future(finish()))
     yield _final_event(message)
 
 

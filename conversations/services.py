@@ -367,8 +367,10 @@ def _history(conversation: Conversation, *, before: int | None = None) -> list[C
         messages = messages.filter(id__lt=before)
     history = []
     for m in messages:
-        if m.role == "assistant" and (m.status == Status.ERROR or not m.content):
-            continue
+        if m.role == "assistant" and (
+            m.status in (Status.ERROR, Status.GENERATING) or not m.content
+        ):
+            continue  # failed, empty, or an unfinished reply (a dead stream's)
         history.append(ChatMessage(m.role, m.content))  # type: ignore[arg-type]
     return history
 

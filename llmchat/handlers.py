@@ -16,12 +16,15 @@ where Django's ASGI handler reads it. docs/performance.md has the numbers.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from asgiref.sync import sync_to_async
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
+
+logger = logging.getLogger(__name__)
 
 
 class ASGIHandler(DjangoASGIHandler):
@@ -61,7 +64,13 @@ def _close_response(work: asyncio.Future[HttpResponseBase]) -> None:
     close = sync_to_async(work.result().close, thread_sensitive=False)
     task = asyncio.ensure_future(close())
     _closing.add(task)  # a reference, until it is done
-    task.add_done_callback(_closing.discard)
+    task.add_done_callback(_closed)
+
+
+def _closed(task: asyncio.Future[None]) -> None:
+    _closing.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("closing an abandoned response failed", exc_info=task.exception())
 
 
 _closing: set[asyncio.Future[None]] = set()

@@ -15,6 +15,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any
 
 import httpx2
@@ -75,7 +76,14 @@ def http_client(
     if recorder is not None:
         transport = recorder.wrap(transport)
     # Cheap: with a transport given, no TLS context or pool is created here.
-    return httpx2.AsyncClient(transport=transport, timeout=timeout(), follow_redirects=False)
+    # No cookies kept: a client is reused across calls (and, for the server's key,
+    # across users), and nothing a provider sets should carry from one to the next.
+    return httpx2.AsyncClient(
+        transport=transport,
+        timeout=timeout(),
+        follow_redirects=False,
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+    )
 
 
 class ResponseRecorder:
@@ -122,7 +130,8 @@ def _sync_http_client() -> httpx2.Client:
 # SDK clients made recently on each event loop, by vendor, key and base URL. A new
 # SDK client costs more than its constructor: on its first request it works out
 # the platform for its headers in a worker thread. Bounded: least recently used
-# go first. Keys live here only as long as the client that holds them anyway.
+# go first. A key deleted or rotated stays in this process's memory, inside its
+# client, until pushed out (256 newer clients) or the worker restarts.
 _CLIENTS_PER_LOOP = 256
 _sdk_clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, OrderedDict[tuple[str, ...], Any]

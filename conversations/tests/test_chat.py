@@ -340,6 +340,27 @@ async def test_sending_into_a_conversation_a_dead_stream_left_sweeps_it_first(
     assert stuck.status == "partial"
 
 
+async def test_an_unfinished_reply_is_not_sent_to_the_provider_as_history(
+    signed_in: Any, alice: Any, openai_key: None, mock_provider: Any
+) -> None:
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o", message="first")
+    pk = events[0][1]["conversation"]
+    # A reply another process left unfinished (not old enough to be swept yet).
+    await Message.objects.acreate(
+        conversation_id=pk,
+        role="assistant",
+        status="generating",
+        provider="openai",
+        model="gpt-4o",
+        content="half a rep",
+        created=timezone.now(),
+    )
+    await chat(signed_in, conversation=pk, provider="openai", model="gpt-4o", message="second")
+    sent = mock_provider.requests[-1].body["input"]
+    assert "half a rep" not in json.dumps(sent)
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+
+
 async def test_a_turn_names_an_untitled_conversation_and_keeps_a_given_title(
     signed_in: Any, alice: Any, settings: Any
 ) -> None:

@@ -316,3 +316,39 @@ async def test_a_client_gone_while_the_turn_was_being_started_releases_it(
         while not await released():  # noqa: ASYNC110 - the database has no event to wait on
             await asyncio.sleep(0.05)
     await _assert_released_unbilled(mock_provider)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.anyio
+async def test_a_client_gone_while_the_start_event_is_written_releases_the_turn(
+    alice: Any, mock_provider: Any, prices: None
+) -> None:
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    from llmchat.handlers import ASGIHandler
+
+    await sync_to_async(key_services.provider_key_save)(
+        user=alice, provider="openai", key="sk-test-key-0000000000000000"
+    )
+    scope, body = await sync_to_async(_chat_scope)(alice)
+    gone = asyncio.Event()
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Mapping[str, Any]) -> None:
+        if message["type"] == "http.response.body" and b"event: start" in message["body"]:
+            gone.set()  # the client leaves while the first event is being written
+            await asyncio.sleep(3600)
+
+    async with asyncio.timeout(10):
+        await ASGIHandler()(scope, receive, send)
+    await _assert_released_unbilled(mock_provider)

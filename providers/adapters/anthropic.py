@@ -135,7 +135,7 @@ class AnthropicProvider(Provider):
             async with call as response:
                 async for sse in sse_events(response):
                     data = sse.json()
-                    kind = attr(data, "type")
+                    kind = attr(data, "type") or sse.event  # the event name, as the SDK does
                     if sse.event == "error" or kind == "error":
                         raise _stream_error(data)
                     if kind == "message_start":
@@ -161,6 +161,11 @@ def _stream_error(data: Any) -> ProviderError:
     """An `error` event inside a stream that had started (HTTP 200)."""
     kind = attr(data, "error", "type") or ""
     if kind == "invalid_request_error":
+        message = str(attr(data, "error", "message") or "")
+        if "prompt is too long" in message:
+            return ProviderError("context_too_long")
+        if "credit balance" in message:
+            return ProviderError("insufficient_quota")
         return ProviderError("bad_request")
     return ProviderError(_BY_TYPE.get(kind, "unavailable"))  # type: ignore[arg-type]
 

@@ -89,7 +89,7 @@ class CompatibleProvider(Provider):
         async with call as response:
             async for sse in sse_events(response):
                 if sse.data.startswith("[DONE]"):
-                    break
+                    continue  # read on to the end: the connection is then reused
                 chunk = sse.json()
                 if not isinstance(chunk, dict):
                     continue

@@ -128,6 +128,8 @@ class OpenAIProvider(Provider):
         )
         async with call as response:
             async for sse in sse_events(response):
+                if sse.data.startswith("[DONE]"):  # some proxies end with it
+                    continue
                 data = sse.json()
                 kind = data.get("type") if isinstance(data, dict) else None
                 if kind == "response.output_text.delta":

@@ -38,3 +38,15 @@ async def test_the_cache_is_bounded(monkeypatch: Any) -> None:
     assert (
         clients.openai_client(Credentials(f"sk-test-{4:020d}", "http://127.0.0.1:9/v1")) is made[4]
     )
+
+
+async def test_clients_keep_no_cookies_between_calls() -> None:
+    import httpx2
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"Set-Cookie": "__cf_bm=abc; Path=/"}, json={})
+
+    client = clients.http_client()
+    client._transport = httpx2.MockTransport(answer)
+    await client.get("https://api.example.com/v1/models")
+    assert not client.cookies

@@ -40,3 +40,16 @@ async def test_comments_and_empty_events_are_skipped() -> None:
 
 async def test_a_body_cut_before_the_blank_line_still_gives_its_last_event() -> None:
     assert await read("data: [DONE]") == [ServerEvent("message", "[DONE]")]
+
+
+def test_anthropic_errors_inside_a_stream_keep_their_meaning() -> None:
+    from providers.adapters.anthropic import _stream_error
+
+    def error(kind: str, message: str = "") -> str:
+        return _stream_error({"type": "error", "error": {"type": kind, "message": message}}).code
+
+    assert error("overloaded_error") == "overloaded"
+    assert error("invalid_request_error", "prompt is too long: 210000 tokens") == "context_too_long"
+    assert error("invalid_request_error", "Your credit balance is too low") == "insufficient_quota"
+    assert error("invalid_request_error", "something else") == "bad_request"
+    assert error("mystery_error") == "unavailable"
