@@ -5,7 +5,7 @@ upstream call closed."""
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx2
@@ -102,82 +102,6 @@ def test_the_stream_is_served_incrementally(
     assert stamps["done"] - stamps["first"] > 0.3
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.anyio
-async def test_a_client_gone_while_an_event_is_being_written_stops_the_reply_at_once(
-    alice: Any, mock_provider: Any, prices: None
-) -> None:
-    # Straight through the ASGI application: the client disconnects while the
-    # server is in the middle of sending an event (our generator is suspended at
-    # its yield, not waiting on the provider). The reply must be saved as stopped
-    # when the request ends, not whenever the generator is garbage-collected.
-    import asyncio
-    import gc
-
-    from asgiref.sync import sync_to_async
-    from django.contrib.sessions.backends.db import SessionStore
-    from django.core.asgi import get_asgi_application
-
-    from conversations.models import Status
-
-    await sync_to_async(key_services.provider_key_save)(
-        user=alice, provider="openai", key="sk-test-key-0000000000000000"
-    )
-    mock_provider.configure(reply_tokens=400, tokens_per_second=40)
-    store = SessionStore()
-    store["_auth_user_id"] = str(alice.pk)
-    store["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
-    store["_auth_user_hash"] = alice.get_session_auth_hash()
-    await sync_to_async(store.create)()
-    body = json.dumps(
-        {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Go on"}
-    ).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/chat",
-        "raw_path": b"/api/chat",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"cookie", f"sessionid={store.session_key}; csrftoken={'c' * 32}".encode()),
-            (b"x-csrftoken", b"c" * 32),
-        ],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
-    gone = asyncio.Event()
-    sent_body = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent_body
-        if not sent_body:
-            sent_body = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Mapping[str, Any]) -> None:
-        if message["type"] == "http.response.body" and b"event: delta" in message["body"]:
-            gone.set()  # the client leaves while this write is under way
-            await asyncio.sleep(3600)
-
-    gc.disable()  # the generator must not be rescued by a collection
-    try:
-        async with asyncio.timeout(10):
-            await get_asgi_application()(scope, receive, send)
-        reply = await Message.objects.aget(role="assistant")
-        assert reply.status == Status.STOPPED
-        assert reply.content  # the text that had arrived is kept
-    finally:
-        gc.enable()
-
-
 def _chat_scope(alice: Any) -> tuple[dict[str, Any], bytes]:
     from django.contrib.sessions.backends.db import SessionStore
 
@@ -222,42 +146,6 @@ async def _assert_released_unbilled(mock_provider: Any) -> None:
     conversation = await Conversation.objects.aget(pk=reply.conversation_id)
     assert conversation.busy_until is None  # free for the next message
     assert mock_provider.requests == []  # the provider was never called
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.anyio
-async def test_a_client_gone_before_the_headers_went_out_releases_the_turn(
-    alice: Any, mock_provider: Any, prices: None
-) -> None:
-    import asyncio
-
-    from asgiref.sync import sync_to_async
-
-    from llmchat.handlers import ASGIHandler
-
-    await sync_to_async(key_services.provider_key_save)(
-        user=alice, provider="openai", key="sk-test-key-0000000000000000"
-    )
-    scope, body = await sync_to_async(_chat_scope)(alice)
-    gone = asyncio.Event()
-    received = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if not received:
-            received = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Mapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            gone.set()  # the client leaves as the headers are being sent
-            await asyncio.sleep(3600)
-
-    async with asyncio.timeout(10):
-        await ASGIHandler()(scope, receive, send)
-    await _assert_released_unbilled(mock_provider)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -318,11 +206,10 @@ async def test_a_client_gone_while_the_turn_was_being_started_releases_it(
     await _assert_released_unbilled(mock_provider)
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.anyio
-async def test_a_client_gone_while_the_start_event_is_written_releases_the_turn(
-    alice: Any, mock_provider: Any, prices: None
-) -> None:
+async def _leave_while(alice: Any, sending: Callable[[Mapping[str, Any]], bool]) -> None:
+    """POST /api/chat straight through our ASGI handler; the client leaves while
+    the server is writing the first message that `sending` picks (the write never
+    completes, as with a client that stopped reading)."""
     import asyncio
 
     from asgiref.sync import sync_to_async
@@ -345,10 +232,54 @@ async def test_a_client_gone_while_the_start_event_is_written_releases_the_turn(
         return {"type": "http.disconnect"}
 
     async def send(message: Mapping[str, Any]) -> None:
-        if message["type"] == "http.response.body" and b"event: start" in message["body"]:
-            gone.set()  # the client leaves while the first event is being written
+        if sending(message):
+            gone.set()
             await asyncio.sleep(3600)
 
     async with asyncio.timeout(10):
         await ASGIHandler()(scope, receive, send)
+
+
+def _body_with(marker: bytes) -> Callable[[Mapping[str, Any]], bool]:
+    return lambda m: m["type"] == "http.response.body" and marker in m["body"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.anyio
+async def test_a_client_gone_while_an_event_is_being_written_stops_the_reply_at_once(
+    alice: Any, mock_provider: Any, prices: None
+) -> None:
+    # Our generator is suspended at its yield, not waiting on the provider. The
+    # reply must be saved as stopped when the request ends, not whenever the
+    # generator is garbage-collected.
+    import gc
+
+    from conversations.models import Status
+
+    mock_provider.configure(reply_tokens=400, tokens_per_second=40)
+    gc.disable()  # the generator must not be rescued by a collection
+    try:
+        await _leave_while(alice, _body_with(b"event: delta"))
+        reply = await Message.objects.aget(role="assistant")
+        assert reply.status == Status.STOPPED
+        assert reply.content  # the text that had arrived is kept
+    finally:
+        gc.enable()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.anyio
+async def test_a_client_gone_before_the_headers_went_out_releases_the_turn(
+    alice: Any, mock_provider: Any, prices: None
+) -> None:
+    await _leave_while(alice, lambda m: m["type"] == "http.response.start")
+    await _assert_released_unbilled(mock_provider)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.anyio
+async def test_a_client_gone_while_the_start_event_is_written_releases_the_turn(
+    alice: Any, mock_provider: Any, prices: None
+) -> None:
+    await _leave_while(alice, _body_with(b"event: start"))
     await _assert_released_unbilled(mock_provider)
