@@ -145,21 +145,15 @@ def _abandon_turn(turn: services.Turn) -> None:
     """The client left before the reply's stream began: the provider was never
     called. The reply is closed as stopped (nothing billed) and the conversation
     and the stream slot are freed, instead of waiting for the sweeper."""
-    try:
-        if not turn.replay:
-            services.chat_finish(
-                turn=turn,
-                text="",
-                status=Status.STOPPED,
-                usage=None,
-                usage_final=False,
-                provider_called=False,
-            )
-    finally:
-        try:
-            services.release_turn(turn)
-        finally:
-            _release_connection()
+    if not turn.replay:  # a replayed reply is final already and took no slot
+        _finish_turn(
+            turn=turn,
+            text="",
+            status=Status.STOPPED,
+            usage=None,
+            usage_final=False,
+            provider_called=False,
+        )
 
 
 class EventStreamResponse(StreamingHttpResponse):

@@ -94,18 +94,16 @@ def api_view(methods: list[str]) -> Callable[[Callable[..., Any]], Callable[...,
 
             @wraps(view)
             async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                # One trip to a thread for the session and the user (two
-                # queries; auser() would make a trip for each).
-                request.user = await sync_to_async(get_user)(request)
-                refused = check(request)
-                if refused is not None:
-                    return refused
                 try:
+                    # One trip to a thread for the session and the user (two
+                    # queries; auser() would make a trip for each).
+                    request.user = await sync_to_async(get_user)(request)
+                    refused = check(request)
+                    if refused is not None:
+                        return refused
                     return await view(request, *args, **kwargs)
-                except ApiError as exc:
-                    return exc.response()
-                except Http404:
-                    return _not_found()
+                except (ApiError, Http404, OperationalError) as exc:
+                    return _error_response(exc)
 
             return async_wrapper
 
@@ -116,18 +114,23 @@ def api_view(methods: list[str]) -> Callable[[Callable[..., Any]], Callable[...,
                 if refused is not None:
                     return refused
                 return view(request, *args, **kwargs)
-            except ApiError as exc:
-                return exc.response()
-            except Http404:
-                return _not_found()
-            except OperationalError as exc:
-                if not _pool_exhausted(exc):
-                    raise
-                return _overloaded()
+            except (ApiError, Http404, OperationalError) as exc:
+                return _error_response(exc)
 
         return wrapper
 
     return decorate
+
+
+def _error_response(exc: ApiError | Http404 | OperationalError) -> JsonResponse:
+    """The JSON error for what a view raised; other database errors go on up."""
+    if isinstance(exc, ApiError):
+        return exc.response()
+    if isinstance(exc, Http404):
+        return _not_found()
+    if not _pool_exhausted(exc):
+        raise exc
+    return _overloaded()
 
 
 def _pool_exhausted(exc: OperationalError) -> bool:

@@ -4,6 +4,7 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib.sessions.backends.db import SessionStore
 from django.db import OperationalError
 from django.test import RequestFactory
 
@@ -46,3 +47,25 @@ def test_other_database_errors_are_not_hidden(alice: Any) -> None:
     request.user = alice
     with pytest.raises(OperationalError):
         broken(request)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.anyio
+async def test_an_async_view_answers_an_exhausted_pool_with_503_too(alice: Any) -> None:
+    @api_view(["GET"])
+    async def busy(request: Any) -> Any:
+        raise _exhausted_pool()
+
+    request = RequestFactory().get("/api/x")
+    request.user = alice
+    request.session = SessionStore()  # what get_user() reads: alice, signed in
+    request.session.update(
+        {
+            "_auth_user_id": str(alice.pk),
+            "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+            "_auth_user_hash": alice.get_session_auth_hash(),
+        }
+    )
+    response = await busy(request)
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
