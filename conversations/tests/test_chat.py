@@ -283,21 +283,33 @@ async def test_regenerate_replaces_the_last_reply_and_the_ledger_keeps_both(
     assert [m["role"] for m in sent] == ["user"]
 
 
+async def unfinished_reply(
+    conversation_id: int,
+    *,
+    created: Any = None,
+    content: str = "",
+    provider: str = "demo",
+    model: str = "demo-echo",
+) -> Message:
+    """An assistant reply still "generating", as a stream whose process died leaves it."""
+    return await Message.objects.acreate(
+        conversation_id=conversation_id,
+        role="assistant",
+        status="generating",
+        provider=provider,
+        model=model,
+        key_source="none",
+        content=content,
+        created=created or timezone.now(),
+    )
+
+
 async def test_a_stale_generating_reply_is_swept(signed_in: Any, alice: Any, settings: Any) -> None:
     settings.DEMO_TOKEN_DELAY = 0
     _, events = await chat(signed_in)
     conversation = await Conversation.objects.aget(pk=events[0][1]["conversation"])
     long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 65)
-    stuck = await Message.objects.acreate(
-        conversation=conversation,
-        role="assistant",
-        status="generating",
-        provider="demo",
-        model="demo-echo",
-        key_source="none",
-        content="half a rep",
-        created=long_ago,
-    )
+    stuck = await unfinished_reply(conversation.pk, created=long_ago, content="half a rep")
     await Conversation.objects.filter(pk=conversation.pk).aupdate(
         busy_until=timezone.now() + timedelta(minutes=5)
     )
@@ -319,16 +331,7 @@ async def test_sending_into_a_conversation_a_dead_stream_left_sweeps_it_first(
     _, events = await chat(signed_in)
     conversation = await Conversation.objects.aget(pk=events[0][1]["conversation"])
     long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 65)
-    stuck = await Message.objects.acreate(
-        conversation=conversation,
-        role="assistant",
-        status="generating",
-        provider="demo",
-        model="demo-echo",
-        key_source="none",
-        content="half a rep",
-        created=long_ago,
-    )
+    stuck = await unfinished_reply(conversation.pk, created=long_ago, content="half a rep")
     # Its process died: the lock it took has run out but was never cleared.
     await Conversation.objects.filter(pk=conversation.pk).aupdate(
         busy_until=long_ago + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS)
@@ -346,15 +349,7 @@ async def test_an_unfinished_reply_is_not_sent_to_the_provider_as_history(
     _, events = await chat(signed_in, provider="openai", model="gpt-4o", message="first")
     pk = events[0][1]["conversation"]
     # A reply another process left unfinished (not old enough to be swept yet).
-    await Message.objects.acreate(
-        conversation_id=pk,
-        role="assistant",
-        status="generating",
-        provider="openai",
-        model="gpt-4o",
-        content="half a rep",
-        created=timezone.now(),
-    )
+    await unfinished_reply(pk, content="half a rep", provider="openai", model="gpt-4o")
     await chat(signed_in, conversation=pk, provider="openai", model="gpt-4o", message="second")
     sent = mock_provider.requests[-1].body["input"]
     assert "half a rep" not in json.dumps(sent)
@@ -475,23 +470,8 @@ async def test_the_sweep_command(signed_in: Any, alice: Any, settings: Any) -> N
     )
     await Message.objects.acreate(conversation=conversation, role="user", content="hi")
     long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 61)
-    await Message.objects.acreate(
-        conversation=conversation,
-        role="assistant",
-        status="generating",
-        provider="demo",
-        model="demo-echo",
-        key_source="none",
-        created=long_ago,
-    )
-    fresh = await Message.objects.acreate(
-        conversation=conversation,
-        role="assistant",
-        status="generating",
-        provider="demo",
-        model="demo-echo",
-        key_source="none",
-    )
+    await unfinished_reply(conversation.pk, created=long_ago)
+    fresh = await unfinished_reply(conversation.pk)
     out = StringIO()
     await sync_to_async(call_command)("sweep_streams", stdout=out)
     assert "Closed 1 interrupted reply." in out.getvalue()
