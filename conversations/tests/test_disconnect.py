@@ -103,36 +103,12 @@ def test_the_stream_is_served_incrementally(
 
 
 def _chat_scope(alice: Any) -> tuple[dict[str, Any], bytes]:
-    from django.contrib.sessions.backends.db import SessionStore
+    from llmchat.tests.asgi import http_scope, session_key
 
-    store = SessionStore()
-    store["_auth_user_id"] = str(alice.pk)
-    store["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
-    store["_auth_user_hash"] = alice.get_session_auth_hash()
-    store.create()
     body = json.dumps(
         {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Go on"}
     ).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/chat",
-        "raw_path": b"/api/chat",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"cookie", f"sessionid={store.session_key}; csrftoken={'c' * 32}".encode()),
-            (b"x-csrftoken", b"c" * 32),
-        ],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
-    return scope, body
+    return http_scope("POST", "/api/chat", session_key(alice), json_body=True), body
 
 
 async def _assert_released_unbilled(mock_provider: Any) -> None:

@@ -73,32 +73,12 @@ async def test_a_request_is_one_trip_to_a_worker_thread(alice: Any, monkeypatch:
     import asyncio
 
     from asgiref.sync import SyncToAsync, sync_to_async
-    from django.contrib.sessions.backends.db import SessionStore
 
     from llmchat.handlers import ASGIHandler
+    from llmchat.tests.asgi import http_scope, session_key
 
-    store = SessionStore()
-    store["_auth_user_id"] = str(alice.pk)
-    store["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
-    store["_auth_user_hash"] = alice.get_session_auth_hash()
-    await sync_to_async(store.create)()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/api/conversations",
-        "raw_path": b"/api/conversations",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"cookie", f"sessionid={store.session_key}".encode()),
-        ],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
+    session = await sync_to_async(session_key)(alice)
+    scope = http_scope("GET", "/api/conversations", session)
     messages: list[dict[str, Any]] = []
     done = asyncio.Event()
     body_sent = False

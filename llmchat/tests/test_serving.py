@@ -157,19 +157,14 @@ def test_a_streamed_response_gives_its_database_connection_back_when_the_view_re
     # request's connection for all of it capped open streams at the pool size.
     import json
 
-    from django.contrib.sessions.backends.db import SessionStore
     from django.db import connection
     from django.test import RequestFactory
 
     from llmchat.handlers import ASGIHandler
+    from llmchat.tests.asgi import session_key
     from providers import services as key_services
 
     key_services.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
-    store = SessionStore()
-    store["_auth_user_id"] = str(alice.pk)
-    store["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
-    store["_auth_user_hash"] = alice.get_session_auth_hash()
-    store.create()
     request = RequestFactory().post(
         "/api/chat",
         json.dumps(
@@ -177,7 +172,7 @@ def test_a_streamed_response_gives_its_database_connection_back_when_the_view_re
         ),
         content_type="application/json",
     )
-    request.COOKIES["sessionid"] = store.session_key or ""
+    request.COOKIES["sessionid"] = session_key(alice)
     request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
     connection.ensure_connection()
     response = ASGIHandler()._get_response_sync(request)
