@@ -96,7 +96,7 @@ def main() -> None:
 async def run(args: argparse.Namespace) -> None:
     from asgiref.sync import sync_to_async
 
-    _session, cookie = await sync_to_async(_setup)()
+    cookie = await sync_to_async(_setup)()
     from llmchat.asgi import application
 
     async def turn(conversation: int | None) -> tuple[int, float]:
@@ -200,14 +200,13 @@ async def trace(turn: Any, conversation: int | None) -> None:
     print(f"{queries} queries, {len(log) - queries} trips to a thread")
 
 
-def _setup() -> tuple[str, bytes]:
+def _setup() -> bytes:
     import django
 
     django.setup()
     from allauth.account.models import EmailAddress
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
     from django.db import connection
+    from django.test import Client
 
     from accounts.models import User
     from conversations.models import Conversation
@@ -221,14 +220,11 @@ def _setup() -> tuple[str, bytes]:
     )
     Conversation.objects.filter(user=user).delete()
     services.provider_key_save(user=user, provider="openai", key="sk-turn-cost-00000000000000")
-    store = SessionStore()
-    store[SESSION_KEY] = str(user.pk)
-    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    store.create()
+    client = Client()
+    client.force_login(user)  # a session with the user signed in
     connection.close()
-    assert store.session_key
-    return store.session_key, f"sessionid={store.session_key}; csrftoken={'a' * 32}".encode()
+    session = client.cookies["sessionid"].value
+    return f"sessionid={session}; csrftoken={'a' * 32}".encode()
 
 
 if __name__ == "__main__":
