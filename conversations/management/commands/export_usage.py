@@ -15,8 +15,8 @@ whatever the number of rows.
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -129,6 +129,15 @@ def write_csv(rows: Iterable[tuple[Any, ...]], out: _Writable, tick: Callable[[]
         tick()
 
 
+def write_csv_copy(records: UsageRecordQuerySet, out: _Writable, tick: Callable[[], None]) -> None:
+    """write_csv's bytes, from PostgreSQL (copy_csv_rows)."""
+    out.write(",".join(COLUMNS) + "\r\n")
+    for data in copy_csv_rows(records):
+        # One row per COPY message; PostgreSQL ends it with \n, csv with \r\n.
+        out.write(bytes(data[:-1]).decode() + "\r\n")
+        tick()
+
+
 def write_jsonl(rows: Iterable[tuple[Any, ...]], out: _Writable, tick: Callable[[], None]) -> None:
     for values in rows:
         out.write(json.dumps(as_record(values), separators=(",", ":")) + "\n")
@@ -202,14 +211,15 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         records = self._queryset(opts)
         output: str | None = opts["output"]
+        write: Callable[[_Writable, Callable[[], None]], None]
         if opts["format"] == "csv" and connection.vendor == "postgresql":
             # The same bytes, formatted by PostgreSQL (COPY): several times faster.
-            self._copy_csv(records, output)
-            return
-        rows = self._rows(records)
-        write = write_csv if opts["format"] == "csv" else write_jsonl
+            write = functools.partial(write_csv_copy, records)
+        else:
+            writer = write_csv if opts["format"] == "csv" else write_jsonl
+            write = functools.partial(writer, self._rows(records))
         if output is None:
-            write(rows, _StdoutText(self.stdout), lambda: None)
+            write(_StdoutText(self.stdout), lambda: None)
             return
 
         count = 0
@@ -222,7 +232,7 @@ class Command(BaseCommand):
 
         # newline="": the csv module writes its own \r\n line endings.
         with open(output, "w", encoding="utf-8", newline="") as file:
-            write(rows, file, tick)
+            write(file, tick)
         self.stderr.write(f"Exported {count:,} row{'' if count == 1 else 's'} to {output}")
 
     def _queryset(self, opts: dict[str, Any]) -> UsageRecordQuerySet:
@@ -244,36 +254,6 @@ class Command(BaseCommand):
         if opts["provider"] is not None:
             records = records.filter(provider=opts["provider"])
         return records.order_by("created", "id")
-
-    def _copy_csv(self, records: UsageRecordQuerySet, output: str | None) -> None:
-        count = 0
-        with contextlib.ExitStack() as stack:
-            if output is None:
-                out: _Writable = _StdoutText(self.stdout)
-                write = out.write
-
-                def write_row(data: memoryview) -> None:
-                    write(bytes(data[:-1]).decode() + "\r\n")
-
-            else:
-                file = stack.enter_context(open(output, "wb"))
-                write_bytes = file.write
-
-                def write_row(data: memoryview) -> None:
-                    write_bytes(data[:-1])
-                    write_bytes(b"\r\n")
-
-                write_bytes(",".join(COLUMNS).encode() + b"\r\n")
-            if output is None:
-                write(",".join(COLUMNS) + "\r\n")
-            for data in copy_csv_rows(records):
-                # One row per message; PostgreSQL ends it with \n, csv with \r\n.
-                write_row(data)
-                count += 1
-                if output is not None and count % PROGRESS_EVERY == 0:
-                    self.stderr.write(f"{count:,} rows so far...")
-        if output is not None:
-            self.stderr.write(f"Exported {count:,} row{'' if count == 1 else 's'} to {output}")
 
     def _rows(self, records: UsageRecordQuerySet) -> Iterator[tuple[Any, ...]]:
         # iterator(): no result cache, and on PostgreSQL a server-side cursor, so
