@@ -16,13 +16,10 @@ from django.contrib.admin.options import InlineModelAdmin
 from django.core.exceptions import PermissionDenied
 from django.db.models import (
     Count,
-    DecimalField,
     IntegerField,
     OuterRef,
     QuerySet,
     Subquery,
-    Sum,
-    Value,
 )
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
@@ -30,7 +27,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.urls.exceptions import NoReverseMatch
 
-from conversations import reports
+from conversations import reports, selectors
 from conversations.models import Conversation, Message, UsageRecord
 from pricing.models import ModelPrice
 from providers.registry import PROVIDER_NAMES
@@ -205,8 +202,6 @@ if not getattr(admin.site.get_app_list, "wraps_usage_report", False):
 
 # --- Conversations -----------------------------------------------------------------
 
-_MONEY = DecimalField(max_digits=18, decimal_places=6)
-
 
 class MessageInline(admin.TabularInline):
     """Shown only when the site lets staff read chats."""
@@ -259,22 +254,13 @@ class ConversationAdmin(admin.ModelAdmin):
             .annotate(n=Count("id"))
             .values("n")
         )
-        # From the ledger, as on the user's own pages: a regenerated reply still counts.
-        costs = (
-            UsageRecord.objects.filter(conversation=OuterRef("pk"))
-            .order_by()
-            .values("conversation")
-            .annotate(total=Sum("cost"))
-            .values("total")
-        )
         return (
             super()
             .get_queryset(request)
             .annotate(
                 message_count=Coalesce(Subquery(messages, output_field=IntegerField()), 0),
-                total_cost=Coalesce(
-                    Subquery(costs, output_field=_MONEY), Value(Decimal(0), output_field=_MONEY)
-                ),
+                # From the ledger, as on the user's own pages.
+                total_cost=selectors.conversation_total_cost(),
             )
         )
 

@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 ZERO = Value(Decimal(0), output_field=DecimalField(max_digits=18, decimal_places=6))
 
 
+def conversation_total_cost() -> Coalesce:
+    """Each conversation's cost from the ledger (a regenerated reply still counts),
+    as an annotation: zero when nothing was billed."""
+    return Coalesce(_total_cost_subquery(), ZERO)
+
+
 def _total_cost_subquery() -> Subquery:
     per_conversation = (
         UsageRecord.objects.filter(conversation=OuterRef("pk"))
@@ -50,7 +56,7 @@ def conversation_list(user: User, *, q: str = "") -> QuerySet[Conversation]:
     """The user's conversations, newest first, each with `total_cost` (from the
     ledger, so a regenerated reply still counts) and `unpriced_calls`."""
     qs = Conversation.objects.for_user(user).annotate(
-        total_cost=Coalesce(_total_cost_subquery(), ZERO),
+        total_cost=conversation_total_cost(),
         unpriced_calls=Coalesce(_unpriced_subquery(), Value(0)),
     )
     if q:
