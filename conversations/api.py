@@ -32,7 +32,7 @@ from llmchat import metrics
 from llmchat.api import ApiError, api_view, error_response, read_json, string_field
 from llmchat.logging import request_id_var
 from pricing.calculator import MICRO_DOLLAR
-from providers import registry
+from providers import registry, transport
 from providers.base import Failure, Finish, ProviderError, TextDelta, UsageReport
 
 logger = logging.getLogger(__name__)
@@ -209,9 +209,17 @@ _END = object()
 async def _pump(stream: AsyncIterable[Any], queue: asyncio.Queue[Any]) -> None:
     """Read the provider's events into the queue, in a task of their own: the
     response can then wait for an event with a timeout (to flush or send a
-    keep-alive) without ever cancelling a read from the provider."""
+    keep-alive) without ever cancelling a read from the provider.
+
+    Once text flows, the provider's connection is read once per flush interval:
+    what arrives meanwhile would wait for the next flush anyway, and one read of
+    several tokens costs a fraction of one read per token. The first token is
+    read as soon as it comes."""
+    pacer = transport.paced_reads()
     try:
         async for event in stream:
+            if not pacer.interval and isinstance(event, TextDelta):
+                pacer.interval = max(settings.CHAT_STREAM_FLUSH_SECONDS, 0.0)
             queue.put_nowait(event)
     except Exception:  # ChatStream turns failures into events; this is a bug
         logger.exception("reading the provider stream failed")

@@ -22,6 +22,7 @@ import httpx2
 from django.conf import settings
 
 from providers.base import Credentials
+from providers.transport import ProviderTransport
 from providers.urlsafety import SafeAsyncTransport
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def _transport(kind: str) -> httpx2.AsyncBaseTransport:
                 allowed=list(settings.ALLOWED_PRIVATE_BASE_URLS), limits=limits
             )
         else:
-            transport = httpx2.AsyncHTTPTransport(limits=limits)
+            transport = ProviderTransport(max_connections=1000, max_keepalive_connections=100)
         transports[kind] = transport
     return transport
 

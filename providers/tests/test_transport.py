@@ -1,0 +1,319 @@
+"""The provider HTTP transport (providers/transport.py) against real loopback servers:
+keep-alive, bodies, errors, timeouts, TLS and paced reads."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from providers.transport import ProviderTransport, paced_reads
+
+pytestmark = pytest.mark.anyio
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Server:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.url = ""
+
+
+async def _serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> Any:
+    state = Server()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.connections += 1
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=ssl_context)
+    port = server.sockets[0].getsockname()[1]
+    state.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+    return server, state
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if not size:
+                break
+            body += chunk[:-2]
+        return head + body
+    return head + (await reader.readexactly(length) if length else b"")
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+async def _client(server_state: Server, **kwargs: Any) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(transport=ProviderTransport(**kwargs), timeout=5)
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_the_body() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await _read_request(reader)
+            state.requests.append(request)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client:
+        for n in range(3):
+            response = await client.post(f"{state.url}/v1/x?n={n}", json={"n": n})
+            assert (response.status_code, response.text) == (200, "ok")
+    assert state.connections == 1
+    assert state.requests[2].startswith(b"POST /v1/x?n=2 HTTP/1.1\r\n")
+    assert b'"n":2' in state.requests[2].replace(b" ", b"")
+    assert b"\r\nhost: 127.0.0.1:" in state.requests[0].lower()
+
+
+async def test_a_streamed_request_body_goes_chunked() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.requests.append(await _read_request(reader))
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"hello "
+        yield b"world"
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client:
+        response = await client.post(state.url, content=parts())
+    assert response.status_code == 204
+    assert state.requests[0].endswith(b"\r\n\r\nhello world")
+
+
+async def test_a_chunked_streamed_response_arrives_whole_and_in_order() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for n in range(20):
+            writer.write(_chunk(b"data: %d\n\n" % n))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client, client.stream("GET", state.url) as response:
+        body = b"".join([part async for part in response.aiter_bytes()])
+    assert body == b"".join(b"data: %d\n\n" % n for n in range(20))
+
+
+async def test_a_body_ended_by_closing_the_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+        await writer.drain()
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client:
+        response = await client.get(state.url)
+        assert response.text == "until the end"
+        await client.get(state.url)
+    assert state.connections == 2  # such a connection is never reused
+
+
+async def test_an_informational_response_is_skipped() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\nX-A: b\r\n\r\ndone")
+        await writer.drain()
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client:
+        response = await client.post(state.url, content=b"x")
+    assert (response.status_code, response.text, response.headers["x-a"]) == (201, "done", "b")
+
+
+async def test_a_body_cut_short_is_an_error_and_the_connection_is_not_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunk(b"part"))
+        await writer.drain()
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client, client.stream("GET", state.url) as response:
+        with pytest.raises(httpx2.RemoteProtocolError):
+            async for _ in response.aiter_bytes():
+                pass
+
+
+async def test_a_response_closed_unread_closes_its_connection() -> None:
+    """Its unread bytes must never reach the next request on that connection."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.write(b"56789")
+            await writer.drain()
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client:
+        async with client.stream("GET", state.url):
+            pass  # closed with half of its body still to come
+        response = await client.get(state.url)
+        assert response.text == "0123456789"
+    assert state.connections == 2
+
+
+async def test_no_answer_is_a_read_timeout_and_a_refused_port_a_connect_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(1)
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client:
+        with pytest.raises(httpx2.ReadTimeout):
+            await client.get(state.url, timeout=httpx2.Timeout(5, read=0.2))
+    async with await _client(state) as client:
+        with pytest.raises(httpx2.ConnectError):
+            await client.get(state.url)  # the server is closed now
+
+
+async def test_the_pool_waits_for_a_free_connection_then_times_out() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    server, state = await _serve(handler)
+    async with (
+        server,
+        await _client(state, max_connections=1) as client,
+        client.stream("GET", state.url),
+    ):
+        with pytest.raises(httpx2.PoolTimeout):
+            await client.get(state.url, timeout=httpx2.Timeout(5, pool=0.1))
+
+
+async def test_paced_reads_join_what_arrives_within_the_interval() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for n in range(10):
+            writer.write(_chunk(b"%d," % n))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client:
+        pacer = paced_reads()
+        pacer.interval = 0.5
+        async with client.stream("GET", state.url) as response:
+            parts = [part async for part in response.aiter_raw()]
+    # The first read comes at once; the other nine pieces wait and come together.
+    assert b"".join(parts) == b"0,1,2,3,4,5,6,7,8,9,"
+    assert len(parts) <= 3
+
+
+async def test_tls_checks_the_certificate_and_the_host_name(tmp_path: Path) -> None:
+    server_ctx, client_ctx = _tls_contexts(tmp_path, "localhost")
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+        await writer.drain()
+
+    server, state = await _serve(handler, server_ctx)
+    port = state.url.rsplit(":", 1)[1]
+    async with server:
+        trusted = httpx2.AsyncClient(transport=ProviderTransport(ssl_context=client_ctx))
+        async with trusted:
+            response = await trusted.get(f"https://localhost:{port}/")
+            assert response.text == "secret"
+            with pytest.raises(httpx2.ConnectError):  # the certificate is not for this name
+                await trusted.get(f"https://127.0.0.1:{port}/")
+        async with httpx2.AsyncClient(transport=ProviderTransport()) as default:
+            with pytest.raises(httpx2.ConnectError):  # not signed by a trusted authority
+                await default.get(f"https://localhost:{port}/")
+
+
+def _tls_contexts(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert_file, key_file)
+    client_ctx = ssl.create_default_context(cafile=str(cert_file))
+    return server_ctx, client_ctx
+
+
+async def test_the_chat_stream_paces_reads_only_once_text_flows(settings: Any) -> None:
+    """The first token is read as soon as it comes; later ones once per flush."""
+    from conversations.api import _END, _pump
+    from providers import transport
+    from providers.base import Finish, TextDelta
+
+    settings.CHAT_STREAM_FLUSH_SECONDS = 0.05
+    seen: list[float] = []
+
+    async def events() -> AsyncIterator[Any]:
+        for event in (TextDelta("a"), TextDelta("b"), Finish("stop")):
+            pacer = transport._pacer.get()
+            assert pacer is not None
+            seen.append(pacer.interval)
+            yield event
+
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    await asyncio.create_task(_pump(events(), queue))
+    assert seen == [0.0, 0.05, 0.05]
+    got = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert len(got) == 4
+    assert got[-1] is _END
