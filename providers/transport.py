@@ -70,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._paused = False
         self.pacer: Pacer | None = None
+        self.in_use = False
         self.head_only = False
         self.new_response()
 
@@ -91,6 +92,11 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if not self.in_use:
+            # Bytes on an idle connection answer nothing we asked: never let them
+            # be read as the answer to the next request.
+            self.close()
+            return
         if self.error is None:
             try:
                 self.parser.feed_data(data)
@@ -296,6 +302,7 @@ class ProviderTransport(httpx2.AsyncBaseTransport):
                 origin, timeouts.get("connect"), request
             )
             conn.new_response()
+            conn.in_use = True
             conn.head_only = request.method == "HEAD"
             conn.pacer = _pacer.get()
             await self._send(conn, request, timeouts.get("write"))
@@ -389,6 +396,7 @@ class ProviderTransport(httpx2.AsyncBaseTransport):
     def _release(self, conn: _Connection) -> None:
         self._slots.release()
         conn.pacer = None
+        conn.in_use = False
         if self._closed or not conn.reusable:
             conn.close()
             return

@@ -317,3 +317,25 @@ async def test_the_chat_stream_paces_reads_only_once_text_flows(settings: Any) -
     got = [queue.get_nowait() for _ in range(queue.qsize())]
     assert len(got) == 4
     assert got[-1] is _END
+
+
+async def test_bytes_on_an_idle_connection_are_never_taken_for_the_next_answer() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if state.connections == 1:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")  # unasked
+            await writer.drain()
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+            await writer.drain()
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client:
+        assert (await client.get(state.url)).text == "first"
+        await asyncio.sleep(0.2)
+        assert (await client.get(state.url)).text == "fresh"
+    assert state.connections == 2
