@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import re
 import ssl
 import time
 from collections import deque
@@ -33,6 +34,8 @@ from typing import Any, cast
 
 import httptools
 import httpx2
+
+_UNSAFE_HEADER_BYTES = re.compile(rb"[\r\n\0]")
 
 # An origin as connections are pooled: scheme, host, port and the TLS server name.
 Origin = tuple[str, str, int, str]
@@ -81,6 +84,8 @@ class _Connection(asyncio.Protocol):
         self.headers_done = False
         self.body: list[bytes] = []
         self.complete = False
+        self.finished = False  # the answer's last byte was parsed
+        self.trailing = False
         self.keep_alive = False
         self.until_close = False  # a body that ends when the connection does
         self.error: Exception | None = None
@@ -142,10 +147,20 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self.finished:
+            # More after the answer, unasked: the connection's framing can no
+            # longer be trusted. It is closed after this response.
+            self.trailing = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.finished:
+            return
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.finished:
+            return
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             return  # informational: the real answer follows
@@ -159,11 +174,16 @@ class _Connection(asyncio.Protocol):
             self.until_close = True
 
     def on_body(self, body: bytes) -> None:
+        if self.finished:
+            return
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        if self.finished:
+            return
         if self.headers_done:
             self.complete = True
+            self.finished = True
             # Asked now: once the message is complete the parser starts afresh.
             self.keep_alive = self.parser.should_keep_alive()
         else:  # the end of an informational response
@@ -203,6 +223,7 @@ class _Connection(asyncio.Protocol):
             and not self.eof
             and not self.lost
             and self.error is None
+            and not self.trailing
             and self.keep_alive
         )
 
@@ -225,7 +246,7 @@ class _ResponseBody(httpx2.AsyncByteStream):
         conn = self._conn
         if conn is None:
             raise httpx2.StreamClosed()
-        while True:
+        while self._conn is conn:  # not once the response is closed
             if conn.body:
                 chunk = b"".join(conn.body) if len(conn.body) > 1 else conn.body[0]
                 conn.body.clear()
@@ -369,6 +390,9 @@ class ProviderTransport(httpx2.AsyncBaseTransport):
         lines = [request.method.encode("ascii") + b" " + target + b" HTTP/1.1\r\n"]
         names = set()
         for name, value in request.headers.raw:
+            if _UNSAFE_HEADER_BYTES.search(name + value):
+                # A line break in a header would start a header (or a request) of its own.
+                raise httpx2.LocalProtocolError("Invalid header in the request.", request=request)
             names.add(name.lower())
             lines.append(name + b": " + value + b"\r\n")
         if b"host" not in names:

@@ -8,7 +8,7 @@ import datetime
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import pytest
@@ -339,3 +339,50 @@ async def test_bytes_on_an_idle_connection_are_never_taken_for_the_next_answer()
         await asyncio.sleep(0.2)
         assert (await client.get(state.url)).text == "fresh"
     assert state.connections == 2
+
+
+async def test_an_answer_with_more_after_it_is_read_alone_and_its_connection_dropped() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSECRET"
+            )
+            await writer.drain()
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client:
+        assert (await client.get(state.url)).text == "hello"
+        assert (await client.get(state.url)).text == "hello"
+    assert state.connections == 2
+
+
+async def test_a_body_iterator_stops_once_its_response_is_closed() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            await writer.drain()
+
+    server, state = await _serve(handler)
+    async with server, await _client(state) as client:
+        response = await client.send(client.build_request("GET", state.url), stream=True)
+        body = aiter(cast(httpx2.AsyncByteStream, response.stream))
+        assert await anext(body) == b"hello"
+        await response.aclose()
+        # The same connection, for another request whose answer is in, unread:
+        async with client.stream("GET", state.url) as other:
+            await asyncio.sleep(0.1)
+            with pytest.raises(StopAsyncIteration):
+                await anext(body)
+            assert await other.aread() == b"hello"
+    assert state.connections == 1
+
+
+async def test_a_line_break_in_a_header_is_refused_before_sending() -> None:
+    server, state = await _serve(lambda reader, writer: asyncio.sleep(0))
+    async with server, await _client(state) as client:
+        with pytest.raises(httpx2.LocalProtocolError):
+            await client.get(state.url, headers={"Authorization": "Bearer a\r\nX-Evil: 1"})
+    assert state.requests == []
