@@ -330,9 +330,10 @@ def _take_conversation(
         "updated": now,
         "provider": provider,
         "model": model,
-        # Only an untitled conversation is named (a rename may have just landed).
-        "title": Case(When(title="", then=Value(title)), default=F("title")),
     }
+    if not existing.title:
+        # Only an untitled conversation is named (a rename may have just landed).
+        changes["title"] = Case(When(title="", then=Value(title)), default=F("title"))
     if system_prompt is not None:
         changes["system_prompt"] = system_prompt
     taken = (
@@ -345,7 +346,8 @@ def _take_conversation(
             409, "busy", "A reply is still being written in this conversation. Wait or stop it."
         )
     conversation = existing
-    changes["title"] = conversation.title or title
+    if "title" in changes:
+        changes["title"] = title
     for name, value in changes.items():
         setattr(conversation, name, value)
     conversation.user = user  # known: no query for it later (the ledger row)
