@@ -13,6 +13,7 @@ import pytest
 from django.test import Client
 
 from conversations.models import Message, UsageRecord
+from llmchat.tests.asgi import receive_then_leave
 from providers import services as key_services
 
 
@@ -152,15 +153,7 @@ async def test_a_client_gone_while_the_turn_was_being_started_releases_it(
 
     monkeypatch.setattr(services, "chat_start", slow_start)
     scope, body = await sync_to_async(_chat_scope)(alice)
-    received = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if not received:
-            received = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await started.wait()
-        return {"type": "http.disconnect"}
+    receive = receive_then_leave(body, started)
 
     sent: list[Any] = []
 
@@ -197,15 +190,7 @@ async def _leave_while(alice: Any, sending: Callable[[Mapping[str, Any]], bool])
     )
     scope, body = await sync_to_async(_chat_scope)(alice)
     gone = asyncio.Event()
-    received = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if not received:
-            received = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
+    receive = receive_then_leave(body, gone)
 
     async def send(message: Mapping[str, Any]) -> None:
         if sending(message):

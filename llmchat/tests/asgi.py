@@ -4,6 +4,8 @@ costs, which neither the test client nor a live server lets them do."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.test import Client
@@ -41,3 +43,21 @@ def http_scope(method: str, path: str, session: str, *, json_body: bool = False)
         "client": ("127.0.0.1", 1234),
         "server": ("testserver", 80),
     }
+
+
+def receive_then_leave(
+    body: bytes, leave: asyncio.Event
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An ASGI `receive`: the request's body once, then `http.disconnect` once
+    `leave` is set (a client that stays until then)."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    return receive

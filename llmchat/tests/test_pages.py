@@ -75,21 +75,13 @@ async def test_a_request_is_one_trip_to_a_worker_thread(alice: Any, monkeypatch:
     from asgiref.sync import SyncToAsync, sync_to_async
 
     from llmchat.handlers import ASGIHandler
-    from llmchat.tests.asgi import http_scope, session_key
+    from llmchat.tests.asgi import http_scope, receive_then_leave, session_key
 
     session = await sync_to_async(session_key)(alice)
     scope = http_scope("GET", "/api/conversations", session)
     messages: list[dict[str, Any]] = []
     done = asyncio.Event()
-    body_sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal body_sent
-        if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
+    receive = receive_then_leave(b"", done)
 
     async def send(message: Any) -> None:
         messages.append(message)
