@@ -67,27 +67,37 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-async def _client(server_state: Server, **kwargs: Any) -> httpx2.AsyncClient:
+def _client(**kwargs: Any) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(transport=ProviderTransport(**kwargs), timeout=5)
 
 
-async def test_keep_alive_reuses_one_connection_and_sends_the_body() -> None:
+def _answering(answer: bytes, requests: list[bytes] | None = None) -> Handler:
+    """A keep-alive server that sends `answer` for every request (kept in `requests`)."""
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             request = await _read_request(reader)
-            state.requests.append(request)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            if requests is not None:
+                requests.append(request)
+            writer.write(answer)
             await writer.drain()
 
-    server, state = await _serve(handler)
-    async with server, await _client(state) as client:
+    return handler
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_the_body() -> None:
+    requests: list[bytes] = []
+    server, state = await _serve(
+        _answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", requests)
+    )
+    async with server, _client() as client:
         for n in range(3):
             response = await client.post(f"{state.url}/v1/x?n={n}", json={"n": n})
             assert (response.status_code, response.text) == (200, "ok")
     assert state.connections == 1
-    assert state.requests[2].startswith(b"POST /v1/x?n=2 HTTP/1.1\r\n")
-    assert b'"n":2' in state.requests[2].replace(b" ", b"")
-    assert b"\r\nhost: 127.0.0.1:" in state.requests[0].lower()
+    assert requests[2].startswith(b"POST /v1/x?n=2 HTTP/1.1\r\n")
+    assert b'"n":2' in requests[2].replace(b" ", b"")
+    assert b"\r\nhost: 127.0.0.1:" in requests[0].lower()
 
 
 async def test_a_streamed_request_body_goes_chunked() -> None:
@@ -101,7 +111,7 @@ async def test_a_streamed_request_body_goes_chunked() -> None:
         yield b"world"
 
     server, state = await _serve(handler)
-    async with server, await _client(state) as client:
+    async with server, _client() as client:
         response = await client.post(state.url, content=parts())
     assert response.status_code == 204
     assert state.requests[0].endswith(b"\r\n\r\nhello world")
@@ -118,7 +128,7 @@ async def test_a_chunked_streamed_response_arrives_whole_and_in_order() -> None:
         await writer.drain()
 
     server, state = await _serve(handler)
-    async with server, await _client(state) as client, client.stream("GET", state.url) as response:
+    async with server, _client() as client, client.stream("GET", state.url) as response:
         body = b"".join([part async for part in response.aiter_bytes()])
     assert body == b"".join(b"data: %d\n\n" % n for n in range(20))
 
@@ -130,7 +140,7 @@ async def test_a_body_ended_by_closing_the_connection() -> None:
         await writer.drain()
 
     server, state = await _serve(handler)
-    async with server, await _client(state) as client:
+    async with server, _client() as client:
         response = await client.get(state.url)
         assert response.text == "until the end"
         await client.get(state.url)
@@ -145,7 +155,7 @@ async def test_an_informational_response_is_skipped() -> None:
         await writer.drain()
 
     server, state = await _serve(handler)
-    async with server, await _client(state) as client:
+    async with server, _client() as client:
         response = await client.post(state.url, content=b"x")
     assert (response.status_code, response.text, response.headers["x-a"]) == (201, "done", "b")
 
@@ -157,7 +167,7 @@ async def test_a_body_cut_short_is_an_error_and_the_connection_is_not_reused() -
         await writer.drain()
 
     server, state = await _serve(handler)
-    async with server, await _client(state) as client, client.stream("GET", state.url) as response:
+    async with server, _client() as client, client.stream("GET", state.url) as response:
         with pytest.raises(httpx2.RemoteProtocolError):
             async for _ in response.aiter_bytes():
                 pass
@@ -176,7 +186,7 @@ async def test_a_response_closed_unread_closes_its_connection() -> None:
             await writer.drain()
 
     server, state = await _serve(handler)
-    async with server, await _client(state) as client:
+    async with server, _client() as client:
         async with client.stream("GET", state.url):
             pass  # closed with half of its body still to come
         response = await client.get(state.url)
@@ -190,10 +200,10 @@ async def test_no_answer_is_a_read_timeout_and_a_refused_port_a_connect_error() 
         await asyncio.sleep(1)
 
     server, state = await _serve(handler)
-    async with server, await _client(state) as client:
+    async with server, _client() as client:
         with pytest.raises(httpx2.ReadTimeout):
             await client.get(state.url, timeout=httpx2.Timeout(5, read=0.2))
-    async with await _client(state) as client:
+    async with _client() as client:
         with pytest.raises(httpx2.ConnectError):
             await client.get(state.url)  # the server is closed now
 
@@ -208,7 +218,7 @@ async def test_the_pool_waits_for_a_free_connection_then_times_out() -> None:
     server, state = await _serve(handler)
     async with (
         server,
-        await _client(state, max_connections=1) as client,
+        _client(max_connections=1) as client,
         client.stream("GET", state.url),
     ):
         with pytest.raises(httpx2.PoolTimeout):
@@ -227,7 +237,7 @@ async def test_paced_reads_join_what_arrives_within_the_interval() -> None:
         await writer.drain()
 
     server, state = await _serve(handler)
-    async with server, await _client(state) as client:
+    async with server, _client() as client:
         pacer = paced_reads()
         pacer.interval = 0.5
         async with client.stream("GET", state.url) as response:
@@ -334,7 +344,7 @@ async def test_bytes_on_an_idle_connection_are_never_taken_for_the_next_answer()
             await writer.drain()
 
     server, state = await _serve(handler)
-    async with server, await _client(state) as client:
+    async with server, _client() as client:
         assert (await client.get(state.url)).text == "first"
         await asyncio.sleep(0.2)
         assert (await client.get(state.url)).text == "fresh"
@@ -342,31 +352,21 @@ async def test_bytes_on_an_idle_connection_are_never_taken_for_the_next_answer()
 
 
 async def test_an_answer_with_more_after_it_is_read_alone_and_its_connection_dropped() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await _read_request(reader)
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-                b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSECRET"
-            )
-            await writer.drain()
-
-    server, state = await _serve(handler)
-    async with server, await _client(state) as client:
+    server, state = await _serve(
+        _answering(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSECRET"
+        )
+    )
+    async with server, _client() as client:
         assert (await client.get(state.url)).text == "hello"
         assert (await client.get(state.url)).text == "hello"
     assert state.connections == 2
 
 
 async def test_a_body_iterator_stops_once_its_response_is_closed() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await _read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-            await writer.drain()
-
-    server, state = await _serve(handler)
-    async with server, await _client(state) as client:
+    server, state = await _serve(_answering(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
+    async with server, _client() as client:
         response = await client.send(client.build_request("GET", state.url), stream=True)
         body = aiter(cast(httpx2.AsyncByteStream, response.stream))
         assert await anext(body) == b"hello"
@@ -381,8 +381,11 @@ async def test_a_body_iterator_stops_once_its_response_is_closed() -> None:
 
 
 async def test_a_line_break_in_a_header_is_refused_before_sending() -> None:
-    server, state = await _serve(lambda reader, writer: asyncio.sleep(0))
-    async with server, await _client(state) as client:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.requests.append(await reader.read())  # all the client sent, until it closed
+
+    server, state = await _serve(handler)
+    async with server, _client() as client:
         with pytest.raises(httpx2.LocalProtocolError):
             await client.get(state.url, headers={"Authorization": "Bearer a\r\nX-Evil: 1"})
-    assert state.requests == []
+    assert state.requests == [b""]
