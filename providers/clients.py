@@ -47,6 +47,11 @@ def timeout() -> httpx2.Timeout:
     )
 
 
+# Per event loop and kind of URL: connections open at once, and kept idle.
+_MAX_CONNECTIONS = 1000
+_MAX_IDLE = 100
+
+
 def _transport(kind: str) -> httpx2.AsyncBaseTransport:
     """The connection pool for this event loop: "operator" URLs, or "user" URLs
     (checked against private and reserved networks at connect time)."""
@@ -54,13 +59,17 @@ def _transport(kind: str) -> httpx2.AsyncBaseTransport:
     transports = _pools.setdefault(loop, {})
     transport = transports.get(kind)
     if transport is None:
-        limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
         if kind == "user":
+            limits = httpx2.Limits(
+                max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_IDLE
+            )
             transport = SafeAsyncTransport(
                 allowed=list(settings.ALLOWED_PRIVATE_BASE_URLS), limits=limits
             )
         else:
-            transport = ProviderTransport(max_connections=1000, max_keepalive_connections=100)
+            transport = ProviderTransport(
+                max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_IDLE
+            )
         transports[kind] = transport
     return transport
 
