@@ -24,7 +24,9 @@ cookie and the X-CSRFToken header, which is what Django checks over plain HTTP.
 For each concurrency level, for --duration seconds, every virtual user loops
 (no think time unless --think): POST /api/chat (openai / gpt-4o, a new
 conversation every --turns-per-conversation turns, else continuing its own) and
-reads the stream to the end with its own httpx2 AsyncClient. Per turn: time to
+reads the stream to the end over its own keep-alive connection (a small asyncio +
+httptools client: the load generator shares the machine, so it spends little CPU
+per read). Users start spread over one reply's time (--stagger). Per turn: time to
 the first `delta`, time to the end, errors (HTTP >= 400, `event: error`, a
 broken stream). "Added TTFT" subtracts the mock's configured TTFT. Server CPU
 (user+sys of the gunicorn master and workers, from /proc) and RSS are measured
@@ -64,6 +66,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httptools
 import httpx2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +82,7 @@ FAULT_RATES = {"429": 0.05, "500": 0.02, "cut": 0.01, "stall": 0.01}
 DISCONNECT_RATE = 0.02
 STALL_SECONDS = 8.0
 FAULT_FIRST_TOKEN_TIMEOUT = 5
+TURN_TIMEOUT = 120.0  # seconds; a turn still open then is a broken stream
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -368,34 +372,172 @@ def csrf_secret() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(32))
 
 
-async def read_sse(
-    response: httpx2.Response, result: TurnResult, t0: float, delta_events: set[str], stop_at: int
-) -> None:
-    """Reads the event stream; records the first delta, the final event."""
-    event = ""
-    deltas = 0
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            event = line[7:]
-            continue
-        if line.startswith("data: "):
-            data = line[6:]
-            if event in delta_events or (not event and '"response.output_text.delta"' in data):
-                deltas += 1
-                if result.ttft is None:
-                    result.ttft = time.perf_counter() - t0
-                if stop_at and deltas >= stop_at:
-                    result.disconnected = True
-                    return  # leaving the stream block closes the connection
-            elif event == "start":
-                result.start_event = json.loads(data)
-            elif event in {"done", "error"}:
-                result.final_event = event
-                result.final = json.loads(data)
-            elif event == "response.completed":
-                result.final_event = "done"
-        elif not line:
-            event = ""
+class SseReader:
+    """Splits a Server-Sent Events body into lines as it arrives and records, on the
+    turn, the first delta, the `start` event and the final event."""
+
+    def __init__(self, result: TurnResult, t0: float, delta_events: set[str], stop_at: int):
+        self.result, self.t0, self.delta_events, self.stop_at = result, t0, delta_events, stop_at
+        self.event = ""
+        self.deltas = 0
+        self.rest = b""
+
+    def feed(self, chunk: bytes) -> bool:
+        """False once the client should leave (a disconnecting user's turn)."""
+        lines = (self.rest + chunk).split(b"\n")
+        self.rest = lines.pop()
+        result = self.result
+        for raw in lines:
+            line = raw.decode()
+            if line.startswith("event: "):
+                self.event = line[7:]
+            elif line.startswith("data: "):
+                data, event = line[6:], self.event
+                if event in self.delta_events or (
+                    not event and '"response.output_text.delta"' in data
+                ):
+                    self.deltas += 1
+                    if result.ttft is None:
+                        result.ttft = time.perf_counter() - self.t0
+                    if self.stop_at and self.deltas >= self.stop_at:
+                        result.disconnected = True
+                        return False
+                elif event == "start":
+                    result.start_event = json.loads(data)
+                elif event in {"done", "error"}:
+                    result.final_event = event
+                    result.final = json.loads(data)
+                elif event == "response.completed":
+                    result.final_event = "done"
+            elif not line:
+                self.event = ""
+        return True
+
+
+class ConnectionClosed(OSError):
+    pass
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: asyncio and httptools, one request at a
+    time. The load generator shares the machine with the server it measures, so a
+    read must cost it little: each arriving packet is one callback that parses the
+    stream in place (httpx2 costs several times more per read)."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[None] | None = None
+        self.sink: Any = None  # callable(bytes) -> bool, or None to collect the body
+        self.body: list[bytes] = []
+        self.status = 0
+        self.keep_alive = False
+        self.closed = False
+
+    # asyncio
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ConnectionClosed("unexpected upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail(ConnectionClosed(f"bad response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(ConnectionClosed("connection closed"))
+
+    # httptools
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        if self.sink is not None and self.status < 400:
+            if not self.sink(body):
+                self.close()
+                self._finish()
+        else:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if not self.keep_alive:
+            self.close()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        self.closed = True
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(exc)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def request(self, head: bytes, body: bytes, sink: Any) -> tuple[int, bytes]:
+        assert self.transport is not None
+        self.done = asyncio.get_running_loop().create_future()
+        self.sink, self.body, self.status = sink, [], 0
+        self.transport.write(head + body)
+        await self.done
+        return self.status, b"".join(self.body)
+
+
+class Client:
+    """A virtual user's browser tab: one keep-alive connection, reopened when the
+    server closed it."""
+
+    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+        host_port = base_url.split("://", 1)[1].rstrip("/")
+        self.host, port = host_port.rsplit(":", 1)
+        self.port = int(port)
+        self.headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.conn: HttpConnection | None = None
+
+    async def post(
+        self, path: str, payload: Any, headers: dict[str, str], sink: Any
+    ) -> tuple[int, bytes]:
+        """POST JSON; a good answer's body goes to `sink` as it arrives, an error's
+        (status >= 400) is returned."""
+        body = json.dumps(payload).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.headers}"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            reused = self.conn is not None and not self.conn.closed
+            if self.conn is not None and reused:
+                conn = self.conn
+            else:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(HttpConnection, self.host, self.port), 30
+                )
+                self.conn = conn
+            try:
+                return await asyncio.wait_for(conn.request(head, body, sink), TURN_TIMEOUT)
+            except ConnectionClosed:
+                conn.close()
+                # A kept-alive connection the server had closed: once more, anew.
+                if not reused or conn.status or attempt == 2:
+                    raise
+            except BaseException:
+                conn.close()  # mid-answer (a timeout, the drain's cancel): unusable
+                raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
 class VirtualUser:
@@ -412,17 +554,17 @@ class VirtualUser:
                 "Cookie": f"sessionid={session['session']}; csrftoken={secret}",
                 "X-CSRFToken": secret,
             }
-        self.client = httpx2.AsyncClient(
-            base_url=base_url,
-            headers=headers,
-            timeout=httpx2.Timeout(120.0, connect=30.0, pool=60.0),
-            limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1),
-        )
+        self.client = Client(base_url, headers)
         self.conversation: int | None = None
         self.turns_here = 0
         self.results: list[TurnResult] = []
 
     async def run(self, deadline: float, baseline: bool) -> None:
+        # Users arrive spread over one reply's time, not all in the same instant:
+        # with equal replies they would otherwise stay in step, every turn of all
+        # of them starting at once.
+        if self.args.stagger:
+            await asyncio.sleep(self.rng.uniform(0, self.args.stagger))
         while time.perf_counter() < deadline:
             # Recorded before it runs: a turn cancelled at the end of the drain counts too.
             result = TurnResult(started=time.perf_counter())
@@ -449,20 +591,19 @@ class VirtualUser:
         if args.faults and self.rng.random() < DISCONNECT_RATE:
             stop_at = self.rng.randint(1, max(1, args.reply_tokens // 2))
         t0 = result.started = time.perf_counter()
+        reader = SseReader(result, t0, {"delta"}, stop_at)
         try:
-            async with self.client.stream("POST", "/api/chat", json=body) as response:
-                result.status = response.status_code
-                if response.status_code >= 400:
-                    await response.aread()
-                    result.error = f"http_{response.status_code}"
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        result.error += f":{response.json()['error']['code']}"
-                    if response.status_code == 409:
-                        self.conversation, self.turns_here = None, 0
-                    return result
-                await read_sse(response, result, t0, {"delta"}, stop_at)
-        except (httpx2.HTTPError, OSError) as exc:
+            status, error_body = await self.client.post("/api/chat", body, {}, reader.feed)
+        except (OSError, TimeoutError) as exc:
             result.error = f"exception:{type(exc).__name__}"
+            return result
+        result.status = status
+        if status >= 400:
+            result.error = f"http_{status}"
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                result.error += f":{json.loads(error_body)['error']['code']}"
+            if status == 409:
+                self.conversation, self.turns_here = None, 0
             return result
         result.total = time.perf_counter() - t0
         if result.start_event:
@@ -489,21 +630,20 @@ class VirtualUser:
             ],
         }
         t0 = result.started = time.perf_counter()
+        reader = SseReader(result, t0, {"response.output_text.delta"}, 0)
         try:
-            async with self.client.stream(
-                "POST",
+            status, _ = await self.client.post(
                 "/v1/responses",
-                json=body,
-                headers={"Authorization": "Bearer sk-baseline-0000000000"},
-            ) as response:
-                result.status = response.status_code
-                if response.status_code >= 400:
-                    await response.aread()
-                    result.error = f"http_{response.status_code}"
-                    return result
-                await read_sse(response, result, t0, {"response.output_text.delta"}, 0)
-        except (httpx2.HTTPError, OSError) as exc:
+                body,
+                {"Authorization": "Bearer sk-baseline-0000000000"},
+                reader.feed,
+            )
+        except (OSError, TimeoutError) as exc:
             result.error = f"exception:{type(exc).__name__}"
+            return result
+        result.status = status
+        if status >= 400:
+            result.error = f"http_{status}"
             return result
         result.total = time.perf_counter() - t0
         if result.final_event != "done":
@@ -545,7 +685,8 @@ async def run_level(
         await asyncio.gather(*tasks, return_exceptions=True)
         elapsed = time.perf_counter() - t0
     own_cpu = time.process_time() - own0
-    await asyncio.gather(*(vu.client.aclose() for vu in vus), return_exceptions=True)
+    for vu in vus:
+        vu.client.close()
     results = [r for vu in vus for r in vu.results]
     good = [r for r in results if not r.error and not r.disconnected]
     ttfts = [r.ttft for r in good if r.ttft is not None]
@@ -779,6 +920,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             ).json()
         args.ttft = cfg["ttft"]
         args.reply_tokens = cfg["reply_tokens"]
+        if args.stagger is None:
+            speed = cfg["tokens_per_second"]
+            args.stagger = cfg["ttft"] + (args.reply_tokens / speed if speed else 0.0)
         print(
             f"mock {mock_url}: ttft {cfg['ttft']} s, {cfg['tokens_per_second']} tok/s, "
             f"{cfg['reply_tokens']} tokens, faults {cfg['fault_rates'] or 'none'}"
@@ -807,7 +951,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         all_results: list[TurnResult] = []
         if args.warmup:
             # Each worker's first turns import the SDKs and fill the DB pool: not measured.
-            warm = argparse.Namespace(**{**vars(args), "duration": args.warmup, "faults": False})
+            warm = argparse.Namespace(
+                **{**vars(args), "duration": args.warmup, "faults": False, "stagger": 0}
+            )
             row, warm_results = await run_level(
                 app_url, sessions, min(10, len(sessions)), warm, None, False
             )
@@ -871,6 +1017,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reply-tokens", type=int, default=40, help="mock: tokens per reply")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--think", type=float, default=0.0, help="pause between a user's turns")
+    p.add_argument(
+        "--stagger",
+        type=float,
+        help="spread the users' first turns over this many seconds "
+        "(default: one reply's time, TTFT + tokens / speed; 0: all at once)",
+    )
     p.add_argument("--turns-per-conversation", type=int, default=10)
     p.add_argument("--drain", type=float, default=30.0, help="max wait for in-flight turns")
     p.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 2)))

@@ -180,24 +180,35 @@ async def trace(turn: Any, conversation: int | None) -> None:
     from asgiref.sync import SyncToAsync
     from django.db.backends import utils
 
-    log: list[str] = []
+    log: list[tuple[float, float, str]] = []  # (start, duration, what), in seconds
     execute = utils.CursorWrapper._execute_with_wrappers  # type: ignore[attr-defined]
     call = SyncToAsync.__call__
 
     def logged_execute(self: Any, sql: str, *rest: Any, **kw: Any) -> Any:
-        log.append("  query  " + sql[:110])
-        return execute(self, sql, *rest, **kw)
+        t = time.perf_counter()
+        try:
+            return execute(self, sql, *rest, **kw)
+        finally:
+            log.append((t, time.perf_counter() - t, "query  " + sql[:100]))
 
     async def logged_call(self: Any, *a: Any, **k: Any) -> Any:
-        log.append("  thread " + getattr(self.func, "__qualname__", repr(self.func)))
-        return await call(self, *a, **k)
+        t = time.perf_counter()
+        try:
+            return await call(self, *a, **k)
+        finally:
+            name = getattr(self.func, "__qualname__", repr(self.func))
+            log.append((t, time.perf_counter() - t, "thread " + name))
 
     utils.CursorWrapper._execute_with_wrappers = logged_execute  # type: ignore[attr-defined]
     SyncToAsync.__call__ = logged_call  # type: ignore[method-assign]
-    await turn(conversation)
-    print("\n".join(log))
-    queries = sum(line.startswith("  query") for line in log)
-    print(f"{queries} queries, {len(log) - queries} trips to a thread")
+    began = time.perf_counter()
+    _, first = await turn(conversation)
+    log.append((began + first, 0.0, "first delta sent"))
+    print("  at ms  took ms")
+    for at, took, what in sorted(log):
+        print(f"{(at - began) * 1000:7.2f} {took * 1000:8.2f}  {what}")
+    queries = sum(what.startswith("query") for _, _, what in log)
+    print(f"{queries} queries, {sum(w.startswith('thread') for _, _, w in log)} trips to a thread")
 
 
 def _setup() -> bytes:
