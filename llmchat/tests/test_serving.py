@@ -179,3 +179,18 @@ def test_a_streamed_response_gives_its_database_connection_back_when_the_view_re
     assert response.streaming
     assert connection.connection is None  # closed: back to the pool
     response.close()  # never read: the turn is closed as stopped
+
+
+def test_a_worker_hides_what_it_loaded_at_start_from_the_garbage_collector() -> None:
+    # gunicorn's post_worker_init hook, in a process of its own (it changes the GC).
+    code = (
+        "import gc, runpy; hooks = runpy.run_path('gunicorn.conf.py'); "
+        "before = gc.get_freeze_count(); hooks['post_worker_init'](None); "
+        "print(before, gc.get_freeze_count())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, capture_output=True, text=True, check=True
+    )
+    before, after = map(int, out.stdout.split())
+    assert before == 0
+    assert after > 1000
