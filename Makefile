@@ -61,6 +61,7 @@ bench: export DEBUG ?= true
 bench: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/llmchat_bench
 bench: install
 	$(BIN)/python bench/chat_load.py
+	$(BIN)/python bench/chat_load.py --users 200 --reply-tokens 400 --duration 30
 	$(BIN)/python bench/reports.py --rows 1000000
 	$(BIN)/python bench/reports.py --cleanup
 

@@ -660,6 +660,27 @@ def pct(values: list[float], p: float) -> float | None:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def streaming_at_once(results: list[TurnResult], start: float, end: float) -> tuple[float, int]:
+    """Replies streaming at once over [start, end] (from their first delta to their
+    end): the time average and the peak. Users are only open requests; a request
+    still queued for its first token is not a stream yet."""
+    spans = [
+        (max(r.started + r.ttft, start), min(r.started + r.total, end))
+        for r in results
+        if r.ttft is not None and r.total is not None
+    ]
+    spans = [(a, b) for a, b in spans if b > a]
+    if not spans or end <= start:
+        return 0.0, 0
+    mean = sum(b - a for a, b in spans) / (end - start)
+    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return mean, peak
+
+
 def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
@@ -684,6 +705,9 @@ async def run_level(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         elapsed = time.perf_counter() - t0
+    streams_mean, streams_peak = streaming_at_once(
+        [r for vu in vus for r in vu.results], t0, t0 + args.duration
+    )
     own_cpu = time.process_time() - own0
     for vu in vus:
         vu.client.close()
@@ -714,6 +738,8 @@ async def run_level(
         "full_p99_ms": ms(pct(totals, 99)),
         "mean_full_ms": ms(statistics.fmean(totals)) if totals else None,
         "turns_per_s": round(finished / elapsed, 1) if elapsed else None,
+        "streaming_mean": round(streams_mean, 1),
+        "streaming_peak": streams_peak,
         "elapsed_s": round(elapsed, 1),
         "server_cpu_s": round(meter.cpu, 2) if server_root else None,
         "cpu_ms_per_turn": round(meter.cpu * 1000 / finished, 2)
@@ -857,13 +883,18 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ("full_p50_ms", "full p50", 9),
         ("full_p99_ms", "full p99", 9),
         ("turns_per_s", "turns/s", 8),
+        ("streaming_mean", "streams", 8),
+        ("streaming_peak", "peak", 5),
         ("cpu_ms_per_turn", "CPU ms/t", 9),
         ("peak_rss_mb", "RSS MB", 7),
     ]
     print(" ".join(f"{title:>{width}}" for _, title, width in cols))
     for row in rows:
         print(" ".join(f"{fmt(row.get(key)):>{width}}" for key, _, width in cols))
-    print("(times in ms; 'add' = client TTFT minus the mock's configured TTFT)")
+    print(
+        "(times in ms; 'add' = client TTFT minus the mock's configured TTFT; 'streams' = "
+        "replies streaming at once, first delta to end, mean over the level; 'peak' = most)"
+    )
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
