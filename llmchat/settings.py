@@ -153,8 +153,6 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 elif _db["ENGINE"] == "django.db.backends.postgresql" and env.bool("DATABASE_POOL", default=True):
-    from llmchat import db as llmchat_db
-
     # Under ASGI, Django runs ORM calls in worker threads and closes the
     # connection at the end of every request, so CONN_MAX_AGE persistence does
     # not help (and leaks connections per thread). psycopg's pool keeps a bounded
@@ -165,9 +163,6 @@ elif _db["ENGINE"] == "django.db.backends.postgresql" and env.bool("DATABASE_POO
         "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
-        # CONN_HEALTH_CHECKS, for connections that sat idle (llmchat/db.py).
-        "check": llmchat_db.check_if_idle,
-        "reset": llmchat_db.note_return,
     }
 _db["CONN_HEALTH_CHECKS"] = True
 
