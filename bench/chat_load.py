@@ -26,7 +26,8 @@ For each concurrency level, for --duration seconds, every virtual user loops
 conversation every --turns-per-conversation turns, else continuing its own) and
 reads the stream to the end over its own keep-alive connection (a small asyncio +
 httptools client: the load generator shares the machine, so it spends little CPU
-per read). Users start spread over one reply's time (--stagger). Per turn: time to
+per read). Users start spread over one reply's time (--stagger), and the level is
+measured from then on, for --duration seconds (errors count from the start). Per turn: time to
 the first `delta`, time to the end, errors (HTTP >= 400, `event: error`, a
 broken stream). "Added TTFT" subtracts the mock's configured TTFT. Server CPU
 (user+sys of the gunicorn master and workers, from /proc) and RSS are measured
@@ -56,6 +57,7 @@ import resource
 import secrets
 import signal
 import socket
+import ssl
 import statistics
 import string
 import subprocess
@@ -65,6 +67,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httptools
 import httpx2
@@ -288,6 +291,10 @@ class ServerMeter:
             await asyncio.sleep(0.5)
             self.peak_rss = max(self.peak_rss, rss_mb(self.pids()))
 
+    def restart(self) -> None:
+        """Count CPU from now on (after the users' ramp)."""
+        self._cpu0 = cpu_seconds(self.pids())
+
     async def __aexit__(self, *exc: object) -> None:
         if self._task:
             self._task.cancel()
@@ -365,6 +372,7 @@ class TurnResult:
     start_event: dict[str, Any] | None = None
     final: dict[str, Any] | None = None  # the done/error event's data
     final_event: str = ""
+    ended: float | None = None  # when the turn ended, however it ended
 
 
 def csrf_secret() -> str:
@@ -388,7 +396,7 @@ class SseReader:
         self.rest = lines.pop()
         result = self.result
         for raw in lines:
-            line = raw.decode()
+            line = raw.removesuffix(b"\r").decode()
             if line.startswith("event: "):
                 self.event = line[7:]
             elif line.startswith("data: "):
@@ -415,7 +423,9 @@ class SseReader:
 
 
 class ConnectionClosed(OSError):
-    pass
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status  # the answer's status, if its head had come
 
 
 class HttpConnection(asyncio.Protocol):
@@ -441,14 +451,13 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(ConnectionClosed("unexpected upgrade"))
         except httptools.HttpParserError as exc:
-            self._fail(ConnectionClosed(f"bad response: {exc}"))
+            self._fail(ConnectionClosed(f"bad response: {exc}", self.status))
+        except Exception as exc:  # the sink's own (bad JSON...): that turn's error
+            self._fail(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._fail(ConnectionClosed("connection closed"))
+        self._fail(ConnectionClosed("connection closed", self.status))
 
     # httptools
     def on_headers_complete(self) -> None:
@@ -456,24 +465,23 @@ class HttpConnection(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
+        if self.done is None or self.done.done():
+            return  # the turn already ended (a client that left)
         if self.sink is not None and self.status < 400:
             if not self.sink(body):
                 self.close()
-                self._finish()
+                self.done.set_result(None)
         else:
             self.body.append(body)
 
     def on_message_complete(self) -> None:
         if not self.keep_alive:
             self.close()
-        self._finish()
-
-    def _finish(self) -> None:
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
 
     def _fail(self, exc: Exception) -> None:
-        self.closed = True
+        self.close()
         if self.done is not None and not self.done.done():
             self.done.set_exception(exc)
 
@@ -492,14 +500,20 @@ class HttpConnection(asyncio.Protocol):
 
 
 class Client:
-    """A virtual user's browser tab: one keep-alive connection, reopened when the
-    server closed it."""
+    """A virtual user's browser tab: one keep-alive connection, opened again when the
+    server closed it. A request is never sent twice (a chat turn is not idempotent):
+    a connection that fails is that turn's error."""
 
     def __init__(self, base_url: str, headers: dict[str, str]) -> None:
-        host_port = base_url.split("://", 1)[1].rstrip("/")
-        self.host, port = host_port.rsplit(":", 1)
-        self.port = int(port)
-        self.headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        url = urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url}")
+        self.host = url.hostname
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.ssl = ssl.create_default_context() if url.scheme == "https" else None
+        self.prefix = url.path.rstrip("/")
+        host = url.netloc.rsplit("@", 1)[-1]
+        self.headers = f"Host: {host}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self.conn: HttpConnection | None = None
 
     async def post(
@@ -509,31 +523,25 @@ class Client:
         (status >= 400) is returned."""
         body = json.dumps(payload).encode()
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.headers}"
+            f"POST {self.prefix}{path} HTTP/1.1\r\n{self.headers}"
             + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
             + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
-        loop = asyncio.get_running_loop()
-        for attempt in (1, 2):
-            reused = self.conn is not None and not self.conn.closed
-            if self.conn is not None and reused:
-                conn = self.conn
-            else:
-                _, conn = await asyncio.wait_for(
-                    loop.create_connection(HttpConnection, self.host, self.port), 30
-                )
-                self.conn = conn
-            try:
-                return await asyncio.wait_for(conn.request(head, body, sink), TURN_TIMEOUT)
-            except ConnectionClosed:
-                conn.close()
-                # A kept-alive connection the server had closed: once more, anew.
-                if not reused or conn.status or attempt == 2:
-                    raise
-            except BaseException:
-                conn.close()  # mid-answer (a timeout, the drain's cancel): unusable
-                raise
-        raise AssertionError("unreachable")
+        conn: HttpConnection | None = self.conn
+        if conn is None or conn.closed or conn.transport is None or conn.transport.is_closing():
+            _, conn = await asyncio.wait_for(
+                asyncio.get_running_loop().create_connection(
+                    HttpConnection, self.host, self.port, ssl=self.ssl
+                ),
+                30,
+            )
+            self.conn = conn
+        assert conn is not None
+        try:
+            return await asyncio.wait_for(conn.request(head, body, sink), TURN_TIMEOUT)
+        except BaseException:
+            conn.close()  # mid-answer (an error, a timeout, the drain's cancel): unusable
+            raise
 
     def close(self) -> None:
         if self.conn is not None:
@@ -574,6 +582,8 @@ class VirtualUser:
             except asyncio.CancelledError:
                 result.error, result.disconnected = "cancelled_after_drain", True
                 raise
+            finally:
+                result.ended = time.perf_counter()
             if self.args.think:
                 await asyncio.sleep(self.args.think)
 
@@ -594,7 +604,8 @@ class VirtualUser:
         reader = SseReader(result, t0, {"delta"}, stop_at)
         try:
             status, error_body = await self.client.post("/api/chat", body, {}, reader.feed)
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:  # a broken connection, a timeout, a bad event
+            result.status = getattr(exc, "status", 0)
             result.error = f"exception:{type(exc).__name__}"
             return result
         result.status = status
@@ -638,7 +649,8 @@ class VirtualUser:
                 {"Authorization": "Bearer sk-baseline-0000000000"},
                 reader.feed,
             )
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:  # a broken connection, a timeout, a bad event
+            result.status = getattr(exc, "status", 0)
             result.error = f"exception:{type(exc).__name__}"
             return result
         result.status = status
@@ -665,9 +677,9 @@ def streaming_at_once(results: list[TurnResult], start: float, end: float) -> tu
     end): the time average and the peak. Users are only open requests; a request
     still queued for its first token is not a stream yet."""
     spans = [
-        (max(r.started + r.ttft, start), min(r.started + r.total, end))
+        (max(r.started + r.ttft, start), min(r.ended, end))
         for r in results
-        if r.ttft is not None and r.total is not None
+        if r.ttft is not None and r.ended is not None
     ]
     spans = [(a, b) for a, b in spans if b > a]
     if not spans or end <= start:
@@ -694,30 +706,35 @@ async def run_level(
     baseline: bool,
 ) -> tuple[dict[str, Any], list[TurnResult]]:
     vus = [VirtualUser(base_url, sessions[i] if sessions else None, args, i) for i in range(users)]
-    own0 = time.process_time()
+    # Users arrive over the first `stagger` seconds; the level is measured after that,
+    # for `duration` seconds, with all of them at work. Errors count from the start.
+    ramp = args.stagger or 0.0
     async with ServerMeter(server_root) as meter:
         t0 = time.perf_counter()
-        deadline = t0 + args.duration
+        measured_from = t0 + ramp
+        deadline = measured_from + args.duration
         tasks = [asyncio.create_task(vu.run(deadline, baseline)) for vu in vus]
+        await asyncio.sleep(ramp)
+        meter.restart()
+        own0 = time.process_time()
         # Turns in flight at the deadline finish (bounded), none start after it.
         _, pending = await asyncio.wait(tasks, timeout=args.duration + args.drain)
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        elapsed = time.perf_counter() - t0
-    streams_mean, streams_peak = streaming_at_once(
-        [r for vu in vus for r in vu.results], t0, t0 + args.duration
-    )
+        elapsed = time.perf_counter() - measured_from
     own_cpu = time.process_time() - own0
     for vu in vus:
         vu.client.close()
-    results = [r for vu in vus for r in vu.results]
+    everything = [r for vu in vus for r in vu.results]
+    results = [r for r in everything if r.started >= measured_from]
+    streams_mean, streams_peak = streaming_at_once(everything, measured_from, deadline)
     good = [r for r in results if not r.error and not r.disconnected]
     ttfts = [r.ttft for r in good if r.ttft is not None]
     totals = [r.total for r in good if r.total is not None]
     added = [t - args.ttft for t in ttfts]
     errors: dict[str, int] = {}
-    for r in results:
+    for r in everything:
         if r.error:
             errors[r.error] = errors.get(r.error, 0) + 1
     finished = len([r for r in results if r.total is not None or r.status >= 400])
@@ -725,6 +742,7 @@ async def run_level(
         "target": "mock (baseline)" if baseline else "app",
         "users": users,
         "turns": len(results),
+        "ramp_turns": len(everything) - len(results),
         "ok": len(good),
         "errors": sum(errors.values()),
         "error_kinds": errors,
@@ -737,7 +755,8 @@ async def run_level(
         "full_p50_ms": ms(pct(totals, 50)),
         "full_p99_ms": ms(pct(totals, 99)),
         "mean_full_ms": ms(statistics.fmean(totals)) if totals else None,
-        "turns_per_s": round(finished / elapsed, 1) if elapsed else None,
+        # Turns started in the window (and finished, during the drain at the latest).
+        "turns_per_s": round(finished / args.duration, 1) if args.duration else None,
         "streaming_mean": round(streams_mean, 1),
         "streaming_peak": streams_peak,
         "elapsed_s": round(elapsed, 1),
@@ -749,7 +768,7 @@ async def run_level(
         "peak_rss_mb": round(meter.peak_rss, 1) if server_root else None,
         "loadgen_cpu_s": round(own_cpu, 2),
     }
-    return row, results
+    return row, everything
 
 
 # --- fault checks ---------------------------------------------------------------------
@@ -1051,7 +1070,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--stagger",
         type=float,
-        help="spread the users' first turns over this many seconds "
+        help="spread the users' first turns over this many seconds, then measure "
         "(default: one reply's time, TTFT + tokens / speed; 0: all at once)",
     )
     p.add_argument("--turns-per-conversation", type=int, default=10)
