@@ -84,6 +84,40 @@ def test_stop_keeps_the_partial_reply_and_closes_the_upstream_call(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_long_reply_is_saved_while_it_streams(
+    asgi_live_server: Any,
+    alice: Any,
+    mock_provider: Any,
+    prices: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # If the process died now, the sweeper would keep what was saved: the text so
+    # far is written to the reply's row every CHECKPOINT_SECONDS while it streams.
+    monkeypatch.setattr("conversations.api.CHECKPOINT_SECONDS", 0.2)
+    key_services.provider_key_save(
+        user=alice, provider="openai", key="sk-test-key-0000000000000000"
+    )
+    mock_provider.configure(reply_tokens=400, tokens_per_second=40)
+    http = session_for(alice, asgi_live_server.url)
+    body = {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Go on"}
+    received = ""
+    saved = None
+    with http.stream("POST", "/api/chat", json=body) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: ") and '"text"' in line:
+                received += json.loads(line[6:])["text"]
+            saved = Message.objects.filter(role="assistant", status="generating").first()
+            if saved is not None and len(saved.content) > 20:
+                break  # mid-reply: the row already holds a part of it
+    http.close()
+    assert saved is not None, "nothing was saved while the reply streamed"
+    assert saved.content.startswith("You said: Go on")
+    # Both are the start of one reply (the row may hold a token not flushed yet).
+    assert saved.content.startswith(received) or received.startswith(saved.content)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_stream_is_served_incrementally(
     asgi_live_server: Any, alice: Any, settings: Any, prices: None
 ) -> None:
