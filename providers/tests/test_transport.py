@@ -67,6 +67,23 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+def _chunked(parts: list[bytes], pause: float = 0.0) -> Handler:
+    """A server that answers one request with `parts` as chunks, `pause` s apart."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in parts:
+            writer.write(_chunk(part))
+            await writer.drain()
+            if pause:
+                await asyncio.sleep(pause)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    return handler
+
+
 def _client(**kwargs: Any) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(transport=ProviderTransport(**kwargs), timeout=5)
 
@@ -118,16 +135,7 @@ async def test_a_streamed_request_body_goes_chunked() -> None:
 
 
 async def test_a_chunked_streamed_response_arrives_whole_and_in_order() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for n in range(20):
-            writer.write(_chunk(b"data: %d\n\n" % n))
-            await writer.drain()
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-
-    server, state = await _serve(handler)
+    server, state = await _serve(_chunked([b"data: %d\n\n" % n for n in range(20)]))
     async with server, _client() as client, client.stream("GET", state.url) as response:
         body = b"".join([part async for part in response.aiter_bytes()])
     assert body == b"".join(b"data: %d\n\n" % n for n in range(20))
@@ -226,17 +234,7 @@ async def test_the_pool_waits_for_a_free_connection_then_times_out() -> None:
 
 
 async def test_paced_reads_join_what_arrives_within_the_interval() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for n in range(10):
-            writer.write(_chunk(b"%d," % n))
-            await writer.drain()
-            await asyncio.sleep(0.01)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-
-    server, state = await _serve(handler)
+    server, state = await _serve(_chunked([b"%d," % n for n in range(10)], pause=0.01))
     async with server, _client() as client:
         pacer = paced_reads()
         pacer.interval = 0.5
