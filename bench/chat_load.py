@@ -587,6 +587,27 @@ class VirtualUser:
             if self.args.think:
                 await asyncio.sleep(self.args.think)
 
+    async def _post(
+        self,
+        result: TurnResult,
+        path: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        reader: SseReader,
+    ) -> bytes:
+        """One turn's request, its stream read into `reader`. The status, or the
+        failure, goes on `result`; an error answer's body (status >= 400) is returned."""
+        try:
+            status, error_body = await self.client.post(path, body, headers, reader.feed)
+        except Exception as exc:  # a broken connection, a timeout, a bad event
+            result.status = getattr(exc, "status", 0)
+            result.error = f"exception:{type(exc).__name__}"
+            return b""
+        result.status = status
+        if status >= 400:
+            result.error = f"http_{status}"
+        return error_body
+
     async def chat_turn(self, result: TurnResult) -> TurnResult:
         args = self.args
         if self.turns_here >= args.turns_per_conversation:
@@ -602,19 +623,13 @@ class VirtualUser:
             stop_at = self.rng.randint(1, max(1, args.reply_tokens // 2))
         t0 = result.started = time.perf_counter()
         reader = SseReader(result, t0, {"delta"}, stop_at)
-        try:
-            status, error_body = await self.client.post("/api/chat", body, {}, reader.feed)
-        except Exception as exc:  # a broken connection, a timeout, a bad event
-            result.status = getattr(exc, "status", 0)
-            result.error = f"exception:{type(exc).__name__}"
-            return result
-        result.status = status
-        if status >= 400:
-            result.error = f"http_{status}"
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                result.error += f":{json.loads(error_body)['error']['code']}"
-            if status == 409:
-                self.conversation, self.turns_here = None, 0
+        error_body = await self._post(result, "/api/chat", body, {}, reader)
+        if result.error:
+            if result.error.startswith("http_"):  # an error answer, not a failure
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    result.error += f":{json.loads(error_body)['error']['code']}"
+                if result.status == 409:
+                    self.conversation, self.turns_here = None, 0
             return result
         result.total = time.perf_counter() - t0
         if result.start_event:
@@ -642,20 +657,9 @@ class VirtualUser:
         }
         t0 = result.started = time.perf_counter()
         reader = SseReader(result, t0, {"response.output_text.delta"}, 0)
-        try:
-            status, _ = await self.client.post(
-                "/v1/responses",
-                body,
-                {"Authorization": "Bearer sk-baseline-0000000000"},
-                reader.feed,
-            )
-        except Exception as exc:  # a broken connection, a timeout, a bad event
-            result.status = getattr(exc, "status", 0)
-            result.error = f"exception:{type(exc).__name__}"
-            return result
-        result.status = status
-        if status >= 400:
-            result.error = f"http_{status}"
+        headers = {"Authorization": "Bearer sk-baseline-0000000000"}
+        await self._post(result, "/v1/responses", body, headers, reader)
+        if result.error:
             return result
         result.total = time.perf_counter() - t0
         if result.final_event != "done":
