@@ -206,6 +206,32 @@ class EventStreamResponse(StreamingHttpResponse):
 _END = object()
 
 
+class _Relaying:
+    """How many replies this process is relaying right now. Changed and read on
+    the event loop only (one per worker process), so a plain count will do."""
+
+    streams = 0
+
+
+def flush_interval() -> float:
+    """The shortest time between two `delta` events of one reply, now.
+
+    CHAT_STREAM_FLUSH_SECONDS while the process is lightly loaded. When it relays
+    more replies than CHAT_STREAM_EVENTS_PER_SECOND allows at that pace, each
+    reply gets its share instead (200 replies at 1000 events/s: one event every
+    0.2 s): the same text in fewer, larger events, so that a busy process keeps up
+    with its streams and still answers new requests at once, instead of spending
+    its CPU on writes. Each write to a client costs about as much as reading and
+    parsing a dozen tokens (docs/performance.md)."""
+    interval = settings.CHAT_STREAM_FLUSH_SECONDS
+    if interval <= 0:
+        return 0.0
+    budget = settings.CHAT_STREAM_EVENTS_PER_SECOND
+    if budget > 0:
+        interval = max(interval, _Relaying.streams / budget)
+    return float(interval)
+
+
 async def _pump(stream: AsyncIterable[Any], queue: asyncio.Queue[Any]) -> None:
     """Read the provider's events into the queue, in a task of their own: the
     response can then wait for an event with a timeout (to flush or send a
@@ -218,8 +244,8 @@ async def _pump(stream: AsyncIterable[Any], queue: asyncio.Queue[Any]) -> None:
     pacer = transport.paced_reads()
     try:
         async for event in stream:
-            if not pacer.interval and isinstance(event, TextDelta):
-                pacer.interval = max(settings.CHAT_STREAM_FLUSH_SECONDS, 0.0)
+            if isinstance(event, TextDelta):
+                pacer.interval = flush_interval()  # follows the process's load
             queue.put_nowait(event)
     except Exception:  # ChatStream turns failures into events; this is a bug
         logger.exception("reading the provider stream failed")
@@ -260,6 +286,7 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
     provider = registry.get(turn.provider)
     stream = provider.stream(turn.request, turn.creds)
     metrics.stream_started()
+    _Relaying.streams += 1
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     pump = loop.create_task(_pump(stream, queue))
@@ -271,10 +298,10 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
     ttft_ms: int | None = None
     last_checkpoint = started
     usage_final = False
-    # Deltas that arrive within CHAT_STREAM_FLUSH_SECONDS of the last one sent go
-    # out together: one event (one JSON encoding, one write) per interval instead
-    # of one per token. The first goes at once.
-    flush_every = settings.CHAT_STREAM_FLUSH_SECONDS
+    # Deltas that arrive within flush_interval() of the last one sent go out
+    # together: one event (one JSON encoding, one write) per interval instead of
+    # one per token. The first goes at once.
+    flush_every = flush_interval()
     heartbeat = settings.CHAT_HEARTBEAT_SECONDS
     flush_at = 0.0
     quiet_until = loop.time() + heartbeat
@@ -301,6 +328,7 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
                 latency_ms=int((time.monotonic() - started) * 1000),
             )
         finally:
+            _Relaying.streams -= 1
             metrics.stream_finished()
 
     try:
@@ -316,6 +344,7 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
             if unsent and now >= flush_at and (queue.empty() or flush_every <= 0):
                 yield _sse("delta", {"text": "".join(unsent)})
                 unsent.clear()
+                flush_every = flush_interval()
                 flush_at = now + flush_every
                 quiet_until = now + heartbeat
                 continue

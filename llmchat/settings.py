@@ -433,6 +433,11 @@ CHAT_HEARTBEAT_SECONDS = env.float("CHAT_HEARTBEAT_SECONDS", default=15.0)
 # Text that arrives within this many seconds of the last delta sent is sent with
 # the next one (0: one event per provider chunk). The first delta goes at once.
 CHAT_STREAM_FLUSH_SECONDS = env.float("CHAT_STREAM_FLUSH_SECONDS", default=0.05)
+# At most this many delta events a second per worker process, over all the
+# replies it relays: with more replies streaming at once than this times
+# CHAT_STREAM_FLUSH_SECONDS, each reply's interval grows to its share (fewer,
+# larger events rather than falling behind). 0: no limit.
+CHAT_STREAM_EVENTS_PER_SECOND = env.int("CHAT_STREAM_EVENTS_PER_SECOND", default=1000)
 
 # --- Budgets and limits ----------------------------------------------------------
 # Monthly spend limits in USD (empty: unlimited). Per user; a user's own limit in

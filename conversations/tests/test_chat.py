@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from conversations import services
+from conversations import api, services
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.tests.helpers import chat, names, parse_sse
 from providers import services as key_services
@@ -76,6 +76,44 @@ async def test_deltas_close_together_go_out_as_one_event(
     assert 2 <= len(deltas) <= 3  # the rest within one or two flush intervals
     assert "".join(deltas) == " ".join(words)
     assert events[-1][1]["content"] == " ".join(words)
+
+
+async def test_a_busy_process_sends_each_reply_in_fewer_larger_events(
+    signed_in: Any, openai_key: None, mock_provider: Any, settings: Any, monkeypatch: Any
+) -> None:
+    settings.CHAT_STREAM_FLUSH_SECONDS = 0.05
+    settings.CHAT_STREAM_EVENTS_PER_SECOND = 100
+    words = [f"w{i}" for i in range(40)]
+    mock_provider.configure(reply=" ".join(words), tokens_per_second=100)  # ~0.4 s
+
+    async def deltas() -> list[str]:
+        _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+        assert events[-1][1]["content"] == " ".join(words)
+        return [d["text"] for name, d in events if name == "delta"]
+
+    alone = await deltas()  # 1 reply: 0.05 s apart
+    monkeypatch.setattr(api._Relaying, "streams", 59)  # 60 replies: each 0.6 s apart
+    busy = await deltas()
+    assert busy[0] == "w0"  # the first token is still not held back
+    assert "".join(busy) == "".join(alone) == " ".join(words)
+    assert len(alone) >= 5
+    assert len(busy) <= 3
+    assert api._Relaying.streams == 59  # the reply's own count was given back
+
+
+def test_the_flush_interval_is_each_reply_s_share_of_the_process_s_events(
+    settings: Any, monkeypatch: Any
+) -> None:
+    settings.CHAT_STREAM_FLUSH_SECONDS = 0.05
+    settings.CHAT_STREAM_EVENTS_PER_SECOND = 1000
+    for streams, interval in [(0, 0.05), (1, 0.05), (50, 0.05), (100, 0.1), (400, 0.4)]:
+        monkeypatch.setattr(api._Relaying, "streams", streams)
+        assert api.flush_interval() == pytest.approx(interval)
+    settings.CHAT_STREAM_EVENTS_PER_SECOND = 0  # no limit
+    assert api.flush_interval() == 0.05
+    settings.CHAT_STREAM_FLUSH_SECONDS = 0  # one event per chunk, whatever the load
+    settings.CHAT_STREAM_EVENTS_PER_SECOND = 1000
+    assert api.flush_interval() == 0
 
 
 async def test_without_coalescing_each_chunk_is_an_event(
