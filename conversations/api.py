@@ -273,7 +273,7 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
     except BaseException:
         # Gone while the first event was being written: the provider was not
         # called yet. Close the turn as never sent (shielded: this task is ending).
-        await asyncio.shield(asyncio.ensure_future(sync_to_async(_abandon_turn)(turn)))
+        await asyncio.shield(asyncio.ensure_future(_saved(_abandon_turn, turn)))
         raise
     # The request's database connection went back to the pool when the view
     # returned (llmchat.handlers); each later step takes one for its own queries.
@@ -317,7 +317,8 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
                 await stream.aclose()  # ends the upstream call if it is still open
             except Exception:
                 logger.exception("closing the provider stream failed")
-            return await sync_to_async(_finish_turn)(
+            return await _saved(
+                _finish_turn,
                 turn=turn,
                 text="".join(parts),
                 status=status,
@@ -393,6 +394,14 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
     # Shielded too: a client leaving just now must not cancel the save.
     message = await asyncio.shield(asyncio.ensure_future(finish()))
     yield _final_event(message)
+
+
+async def _saved[R](save: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """Run a save in a worker thread, whether or not the request is still being
+    handled: it may finish after the client has gone and the request's own
+    thread was given back (llmchat.handlers). It gives its database connection
+    back itself."""
+    return await sync_to_async(save, thread_sensitive=False)(*args, **kwargs)
 
 
 def _checkpoint(*, message_id: int, text: str) -> None:

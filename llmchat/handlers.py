@@ -8,29 +8,102 @@ is one more trip: about twenty trips per request here, each waiting for the
 event loop's attention, which under load is what a request waited for most.
 
 Here the stack is built in sync mode, as under WSGI, and the whole request — the
-middleware, the view and its queries — is one call in a worker thread. Only a
-streamed body (the chat reply, an async generator) runs on the event loop,
-where Django's ASGI handler reads it. docs/performance.md has the numbers.
+`request_started` signal, the middleware, the view and its queries — is one call
+in a worker thread. Only a streamed body (the chat reply, an async generator)
+runs on the event loop, where Django's ASGI handler reads it.
+
+Django's handler also starts a thread for each request (the request's
+"thread-sensitive" executor, which all its sync calls share) and another to join
+it when the request ends; here each request borrows a thread from a small pool
+instead and gives it back, with the same one-thread-per-request rule.
+docs/performance.md has the numbers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.core import signals
+from django.core.exceptions import RequestAborted
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
+from django.core.handlers.asgi import get_script_prefix
 from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
+from django.urls import set_script_prefix
 
 logger = logging.getLogger(__name__)
+
+IDLE_THREADS = 64
+"""Threads kept for later requests; a burst beyond that gets new ones, which end
+after it."""
 
 
 class ASGIHandler(DjangoASGIHandler):
     def __init__(self) -> None:
         base.BaseHandler.__init__(self)
         self.load_middleware(is_async=False)
+        self._idle: list[ThreadPoolExecutor] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        # The request's thread-sensitive calls all run on this one thread, as with
+        # Django's handler (which starts a new thread for each request).
+        thread = self._idle.pop() if self._idle else ThreadPoolExecutor(1, "request")
+        try:
+            async with ThreadSensitiveContext(executor=thread):
+                await self.handle(scope, receive, send)
+        finally:
+            if len(self._idle) < IDLE_THREADS:
+                self._idle.append(thread)
+            else:
+                thread.shutdown(wait=False)
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Django's `ASGIHandler.handle` (6.1), but for `request_started`, which is
+        sent from the request's trip to its thread (`_get_response_sync`) instead
+        of in a trip of its own."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        with closing(body_file):
+            set_script_prefix(get_script_prefix(scope))
+            request, error_response = self.create_request(scope, body_file)
+            if request is None:
+                assert error_response is not None
+                await self.send_response(error_response, send)
+                await sync_to_async(error_response.close)()
+                return
+
+            class RequestProcessed(Exception):
+                pass
+
+            response = None
+            try:
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self.listen_for_disconnect(receive))
+                        response = await self.run_get_response(request)
+                        await self.send_response(response, send)
+                        raise RequestProcessed
+                except* (RequestProcessed, RequestAborted):
+                    pass
+            except BaseExceptionGroup as exception_group:
+                if len(exception_group.exceptions) == 1:
+                    raise exception_group.exceptions[0] from None
+                raise
+
+            if response is None:
+                await signals.request_finished.asend(sender=self.__class__)
+            else:
+                await sync_to_async(response.close)()
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         # thread_sensitive: the request's own thread, as Django's sync code expects.
@@ -47,6 +120,8 @@ class ASGIHandler(DjangoASGIHandler):
             raise
 
     def _get_response_sync(self, request: HttpRequest) -> HttpResponseBase:
+        scope = getattr(request, "scope", None)
+        signals.request_started.send(sender=self.__class__, scope=scope)
         response = self.get_response(request)
         if response.streaming:
             # The body is produced later, on the event loop, for as long as the

@@ -278,3 +278,56 @@ async def test_a_client_gone_while_the_start_event_is_written_releases_the_turn(
 ) -> None:
     await _leave_while(alice, _body_with(b"event: start"))
     await _assert_released_unbilled(mock_provider)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.anyio
+async def test_a_reply_is_saved_when_the_request_is_cancelled_while_it_is_being_saved(
+    alice: Any, mock_provider: Any, prices: None, monkeypatch: Any
+) -> None:
+    # The client leaves, and the server cancels the request too (a worker shutting
+    # down): the request's own thread goes back to the pool before the reply's save
+    # has run. The save must not need that thread.
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    from conversations.models import Status
+    from llmchat.handlers import ASGIHandler
+    from providers.base import ChatStream
+
+    mock_provider.configure(reply_tokens=400, tokens_per_second=40)
+    await sync_to_async(key_services.provider_key_save)(
+        user=alice, provider="openai", key="sk-test-key-0000000000000000"
+    )
+    scope, body = await sync_to_async(_chat_scope)(alice)
+    gone = asyncio.Event()
+    closing = asyncio.Event()
+    real_aclose = ChatStream.aclose
+
+    async def slow_aclose(self: ChatStream) -> None:
+        closing.set()  # the save comes next: the request is cancelled meanwhile
+        await asyncio.sleep(0.2)
+        await real_aclose(self)
+
+    monkeypatch.setattr(ChatStream, "aclose", slow_aclose)
+
+    async def send(message: Mapping[str, Any]) -> None:
+        if _body_with(b"event: delta")(message):
+            gone.set()
+            await asyncio.sleep(3600)
+
+    request = asyncio.ensure_future(ASGIHandler()(scope, receive_then_leave(body, gone), send))
+    await closing.wait()
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+    async def saved() -> bool:
+        return await Message.objects.filter(role="assistant", status=Status.STOPPED).aexists()
+
+    async with asyncio.timeout(5):
+        while not await saved():  # noqa: ASYNC110 - the database has no event to wait on
+            await asyncio.sleep(0.05)
+    reply = await Message.objects.aget(role="assistant")
+    assert reply.content  # the text that had arrived is kept
