@@ -219,10 +219,9 @@ def flush_interval() -> float:
     CHAT_STREAM_FLUSH_SECONDS while the process is lightly loaded. When it relays
     more replies than CHAT_STREAM_EVENTS_PER_SECOND allows at that pace, each
     reply gets its share instead (200 replies at 1000 events/s: one event every
-    0.2 s): the same text in fewer, larger events, so that a busy process keeps up
-    with its streams and still answers new requests at once, instead of spending
-    its CPU on writes. Each write to a client costs about as much as reading and
-    parsing a dozen tokens (docs/performance.md)."""
+    0.2 s): the same text in fewer, larger events (fewer encodings, writes and
+    reads of the provider's connection), so that a busy process spends less of
+    its CPU on relaying and answers new requests sooner (docs/performance.md)."""
     interval = settings.CHAT_STREAM_FLUSH_SECONDS
     if interval <= 0:
         return 0.0
