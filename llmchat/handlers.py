@@ -22,6 +22,7 @@ docs/performance.md has the numbers.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -43,6 +44,8 @@ IDLE_THREADS = 64
 """Threads kept for later requests; a burst beyond that gets new ones, which end
 after it."""
 
+_thread_names = itertools.count()
+
 
 class ASGIHandler(DjangoASGIHandler):
     def __init__(self) -> None:
@@ -55,20 +58,26 @@ class ASGIHandler(DjangoASGIHandler):
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         # The request's thread-sensitive calls all run on this one thread, as with
         # Django's handler (which starts a new thread for each request).
-        thread = self._idle.pop() if self._idle else ThreadPoolExecutor(1, "request")
+        thread = self._idle.pop() if self._idle else _new_thread()
         try:
             async with ThreadSensitiveContext(executor=thread):
                 await self.handle(scope, receive, send)
-        finally:
-            if len(self._idle) < IDLE_THREADS:
-                self._idle.append(thread)
-            else:
-                thread.shutdown(wait=False)
+        except BaseException:
+            # Cancelled, or an error escaped: the thread may still be running the
+            # request's work. It is not lent again; once that work is done it
+            # gives back the request's database connections, and ends.
+            thread.submit(close_connections)
+            thread.shutdown(wait=False)
+            raise
+        if len(self._idle) < IDLE_THREADS:
+            self._idle.append(thread)
+        else:
+            thread.shutdown(wait=False)
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Django's `ASGIHandler.handle` (6.1), but for `request_started`, which is
         sent from the request's trip to its thread (`_get_response_sync`) instead
-        of in a trip of its own."""
+        of in a trip of its own (a test fails when Django's changes)."""
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -78,6 +87,7 @@ class ASGIHandler(DjangoASGIHandler):
             request, error_response = self.create_request(scope, body_file)
             if request is None:
                 assert error_response is not None
+                await signals.request_started.asend(sender=self.__class__, scope=scope)
                 await self.send_response(error_response, send)
                 await sync_to_async(error_response.close)()
                 return
@@ -97,7 +107,7 @@ class ASGIHandler(DjangoASGIHandler):
                     pass
             except BaseExceptionGroup as exception_group:
                 if len(exception_group.exceptions) == 1:
-                    raise exception_group.exceptions[0] from None
+                    raise exception_group.exceptions[0]  # noqa: B904 - as Django does
                 raise
 
             if response is None:
@@ -127,10 +137,19 @@ class ASGIHandler(DjangoASGIHandler):
             # The body is produced later, on the event loop, for as long as the
             # stream lasts; the request's database connection goes back to the
             # pool now rather than when the stream ends (Django's request_finished).
-            for connection in connections.all(initialized_only=True):
-                if not connection.in_atomic_block:
-                    connection.close()
+            close_connections()
         return response
+
+
+def close_connections() -> None:
+    """Give this thread's database connections back (to the pool)."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+def _new_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, f"request-{next(_thread_names)}")
 
 
 def _close_response(work: asyncio.Future[HttpResponseBase]) -> None:
