@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -206,9 +207,15 @@ class EventStreamResponse(StreamingHttpResponse):
 _END = object()
 
 
+MAX_FLUSH_SECONDS = 1.0
+"""However busy the process, a reply's text goes out at least this often."""
+
+
 class _Relaying:
-    """How many replies this process is relaying right now. Changed and read on
-    the event loop only (one per worker process), so a plain count will do."""
+    """How many replies this process is relaying right now: from their first
+    token to the end of their stream (one waiting for its first token sends
+    nothing). Changed and read on the event loop only (one per worker process),
+    so a plain count will do."""
 
     streams = 0
 
@@ -219,15 +226,16 @@ def flush_interval() -> float:
     CHAT_STREAM_FLUSH_SECONDS while the process is lightly loaded. When it relays
     more replies than CHAT_STREAM_EVENTS_PER_SECOND allows at that pace, each
     reply gets its share instead (200 replies at 1000 events/s: one event every
-    0.2 s): the same text in fewer, larger events (fewer encodings, writes and
-    reads of the provider's connection), so that a busy process spends less of
-    its CPU on relaying and answers new requests sooner (docs/performance.md)."""
+    0.2 s), up to MAX_FLUSH_SECONDS: the same text in fewer, larger events (fewer
+    encodings, writes and reads of the provider's connection), so that a busy
+    process spends less of its CPU on relaying and answers new requests sooner
+    (docs/performance.md)."""
     interval = settings.CHAT_STREAM_FLUSH_SECONDS
     if interval <= 0:
         return 0.0
     budget = settings.CHAT_STREAM_EVENTS_PER_SECOND
     if budget > 0:
-        interval = max(interval, _Relaying.streams / budget)
+        interval = max(interval, min(_Relaying.streams / budget, MAX_FLUSH_SECONDS))
     return float(interval)
 
 
@@ -285,7 +293,7 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
     provider = registry.get(turn.provider)
     stream = provider.stream(turn.request, turn.creds)
     metrics.stream_started()
-    _Relaying.streams += 1
+    relaying = False  # counted in _Relaying.streams
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     pump = loop.create_task(_pump(stream, queue))
@@ -308,6 +316,8 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
     deadline = loop.time() + max(settings.CHAT_STREAM_MAX_SECONDS - 30, 1)
 
     async def finish() -> Message:
+        if relaying:  # nothing more to relay: its share goes to the others now
+            _Relaying.streams -= 1
         try:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -328,7 +338,6 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
                 latency_ms=int((time.monotonic() - started) * 1000),
             )
         finally:
-            _Relaying.streams -= 1
             metrics.stream_finished()
 
     try:
@@ -368,6 +377,8 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
             if isinstance(event, TextDelta):
                 if ttft_ms is None:
                     ttft_ms = int((time.monotonic() - started) * 1000)
+                    relaying = True
+                    _Relaying.streams += 1
                 parts.append(event.text)
                 unsent.append(event.text)
                 if now - last_checkpoint > CHECKPOINT_SECONDS:
@@ -396,11 +407,22 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
 
 
 async def _saved[R](save: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-    """Run a save in a worker thread, whether or not the request is still being
-    handled: it may finish after the client has gone and the request's own
-    thread was given back (llmchat.handlers). It gives its database connection
-    back itself."""
-    return await sync_to_async(save, thread_sensitive=False)(*args, **kwargs)
+    """Run a reply's save in a thread of `_save_threads()`, whether or not the
+    request is still being handled: it may run after the client has gone and the
+    request's own thread was given back (llmchat.handlers). The save gives its
+    database connection back itself."""
+    run = sync_to_async(save, thread_sensitive=False, executor=_save_threads())
+    return await run(*args, **kwargs)
+
+
+@functools.cache
+def _save_threads() -> ThreadPoolExecutor:
+    """The process's threads for replies' final saves: as many as the database
+    pool has connections (more would only wait for one), and not the event
+    loop's default threads, which also resolve the providers' host names."""
+    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+    size = pool.get("max_size", 20) if isinstance(pool, dict) else 20
+    return ThreadPoolExecutor(max(int(size), 1), "chat-save")
 
 
 def _checkpoint(*, message_id: int, text: str) -> None:

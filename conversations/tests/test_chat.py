@@ -101,12 +101,57 @@ async def test_a_busy_process_sends_each_reply_in_fewer_larger_events(
     assert api._Relaying.streams == 59  # the reply's own count was given back
 
 
+async def test_a_reply_counts_as_relayed_from_its_first_token_to_its_end(
+    signed_in: Any, openai_key: None, mock_provider: Any, settings: Any
+) -> None:
+    # One still waiting for its first token sends nothing: it takes no share.
+    import asyncio
+
+    mock_provider.configure(ttft=0.4, reply="one two three", tokens_per_second=5)
+    counts: dict[str, int] = {}
+
+    async def watch() -> None:
+        await asyncio.sleep(0.2)
+        counts["waiting"] = api._Relaying.streams
+        await asyncio.sleep(0.4)
+        counts["streaming"] = api._Relaying.streams
+
+    watcher = asyncio.ensure_future(watch())
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    await watcher
+    assert events[-1][0] == "done"
+    assert counts == {"waiting": 0, "streaming": 1}
+    assert api._Relaying.streams == 0
+
+
+async def test_a_reply_is_saved_on_the_save_threads_not_the_loop_s_default_ones(
+    signed_in: Any, openai_key: None, mock_provider: Any, monkeypatch: Any
+) -> None:
+    # The event loop's default threads also resolve host names for provider calls:
+    # saves waiting for a database connection must not hold them.
+    import threading
+
+    real = api._finish_turn
+    names: list[str] = []
+
+    def finish(**kwargs: Any) -> Any:
+        names.append(threading.current_thread().name)
+        return real(**kwargs)
+
+    monkeypatch.setattr(api, "_finish_turn", finish)
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    assert events[-1][0] == "done"
+    assert len(names) == 1
+    assert names[0].startswith("chat-save")
+
+
 def test_the_flush_interval_is_each_reply_s_share_of_the_process_s_events(
     settings: Any, monkeypatch: Any
 ) -> None:
     settings.CHAT_STREAM_FLUSH_SECONDS = 0.05
     settings.CHAT_STREAM_EVENTS_PER_SECOND = 1000
-    for streams, interval in [(0, 0.05), (1, 0.05), (50, 0.05), (100, 0.1), (400, 0.4)]:
+    cases = [(0, 0.05), (1, 0.05), (50, 0.05), (100, 0.1), (400, 0.4), (5000, 1.0)]
+    for streams, interval in cases:  # at most MAX_FLUSH_SECONDS apart
         monkeypatch.setattr(api._Relaying, "streams", streams)
         assert api.flush_interval() == pytest.approx(interval)
     settings.CHAT_STREAM_EVENTS_PER_SECOND = 0  # no limit
