@@ -29,7 +29,9 @@ httptools client: the load generator shares the machine, so it spends little CPU
 per read). Users start spread over one reply's time (--stagger), and the level is
 measured from then on, for --duration seconds (errors count from the start). Per turn: time to
 the first `delta`, time to the end, errors (HTTP >= 400, `event: error`, a
-broken stream). "Added TTFT" subtracts the mock's configured TTFT. Server CPU
+broken stream). "Added TTFT" subtracts the mock's configured TTFT; "own" subtracts
+what the mock measured for that turn (each message carries a marker, and the mock
+records its own time from the request to the first token under it). Server CPU
 (user+sys of the gunicorn master and workers, from /proc) and RSS are measured
 over each level; CPU per turn = CPU seconds / finished turns. The same load
 straight against the mock's /v1/responses stream is the zero-overhead baseline.
@@ -373,6 +375,8 @@ class TurnResult:
     final: dict[str, Any] | None = None  # the done/error event's data
     final_event: str = ""
     ended: float | None = None  # when the turn ended, however it ended
+    # In the message; the mock records its own time to first token under it.
+    marker: str = dataclasses.field(default_factory=lambda: secrets.token_hex(8))
 
 
 def csrf_secret() -> str:
@@ -616,7 +620,8 @@ class VirtualUser:
             "conversation": self.conversation,
             "provider": "openai",
             "model": "gpt-4o",
-            "message": f"Tell me about load number {self.rng.randrange(10**6)} please",
+            "message": f"Tell me about load number {self.rng.randrange(10**6)} "
+            f"please [turn {result.marker}]",
         }
         stop_at = 0
         if args.faults and self.rng.random() < DISCONNECT_RATE:
@@ -651,7 +656,8 @@ class VirtualUser:
             "input": [
                 {
                     "role": "user",
-                    "content": f"Tell me about load number {self.rng.randrange(10**6)} please",
+                    "content": f"Tell me about load number {self.rng.randrange(10**6)} "
+                    f"please [turn {result.marker}]",
                 }
             ],
         }
@@ -665,6 +671,14 @@ class VirtualUser:
         if result.final_event != "done":
             result.error = "stream_ended_early"
         return result
+
+
+def mock_first_tokens(url: str) -> dict[str, float]:
+    """The mock's own time to first token, in seconds, by turn marker."""
+    try:
+        return dict(httpx2.get(url, timeout=30).json())
+    except (httpx2.HTTPError, ValueError):
+        return {}
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -737,6 +751,11 @@ async def run_level(
     ttfts = [r.ttft for r in good if r.ttft is not None]
     totals = [r.total for r in good if r.total is not None]
     added = [t - args.ttft for t in ttfts]
+    # The issue's "minus the provider's own": what the mock measured for that very
+    # turn, from the request received to the first token sent (its lateness under
+    # load included), not the configured TTFT.
+    own_ttft = await asyncio.to_thread(mock_first_tokens, args.mock_first_tokens_url)
+    added_own = [r.ttft - own_ttft[r.marker] for r in good if r.ttft and r.marker in own_ttft]
     errors: dict[str, int] = {}
     for r in everything:
         if r.error:
@@ -765,6 +784,9 @@ async def run_level(
         "ttft_p99_ms": ms(pct(ttfts, 99)),
         "added_ttft_p50_ms": ms(pct(added, 50)),
         "added_ttft_p99_ms": ms(pct(added, 99)),
+        "added_own_ttft_p50_ms": ms(pct(added_own, 50)),
+        "added_own_ttft_p99_ms": ms(pct(added_own, 99)),
+        "own_ttft_turns": len(added_own),
         "full_p50_ms": ms(pct(totals, 50)),
         "full_p99_ms": ms(pct(totals, 99)),
         "mean_full_ms": ms(statistics.fmean(totals)) if totals else None,
@@ -910,6 +932,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ("ttft_p99_ms", "TTFT p99", 9),
         ("added_ttft_p50_ms", "add p50", 8),
         ("added_ttft_p99_ms", "add p99", 8),
+        ("added_own_ttft_p50_ms", "own p50", 8),
+        ("added_own_ttft_p99_ms", "own p99", 8),
         ("full_p50_ms", "full p50", 9),
         ("full_p99_ms", "full p99", 9),
         ("turns_per_s", "turns/s", 8),
@@ -922,8 +946,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         print(" ".join(f"{fmt(row.get(key)):>{width}}" for key, _, width in cols))
     print(
-        "(times in ms; 'add' = client TTFT minus the mock's configured TTFT; 'streams' = "
-        "replies streaming at once, first delta to end, mean over the level; 'peak' = most)"
+        "(times in ms; 'add' = client TTFT minus the mock's configured TTFT; 'own' = "
+        "client TTFT minus the mock's own, measured for that turn; 'streams' = replies "
+        "streaming at once, first delta to end, mean over the level; 'peak' = most)"
     )
 
 
@@ -966,6 +991,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     mock_url = args.mock_url
     if not mock_url:
         mock_url = f"http://127.0.0.1:{free_port()}"
+    args.mock_first_tokens_url = f"{mock_url}/_mock/first-tokens"
     env = base_env(args, mock_url)
     log = RESULTS / "chat_load-server.log"
     mock_log = RESULTS / "chat_load-mock.log"

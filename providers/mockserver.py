@@ -11,6 +11,10 @@ serves it with uvicorn; `MockProviderThread` runs it inside a test process.
 Knobs live in `MockConfig`, set directly (in-process) or with
 `POST /_mock/config {"ttft": 0.2, "fault": "429", ...}`; `POST /_mock/reset` restores
 the defaults and `GET /_mock/requests` lists what was received.
+
+A streamed reply whose latest user message carries a marker `[turn <8-32 hex>]`
+(the load generator's) has its own time to first token recorded: from the request
+received to the first token sent, in seconds, by marker, at `GET /_mock/first-tokens`.
 """
 
 from __future__ import annotations
@@ -100,12 +104,16 @@ FILLER = (  # noqa: SIM905 - reads as a sentence
 ).split()
 
 
+TURN_MARKER = re.compile(r"\[turn ([0-9a-f]{8,32})\]")
+
+
 class MockProvider:
     """The ASGI app. One instance holds the config and the request log."""
 
     def __init__(self, config: MockConfig | None = None) -> None:
         self.config = config or MockConfig()
         self.requests: list[RecordedRequest] = []
+        self.first_tokens: dict[str, float] = {}  # marked turns' own TTFT, seconds
         # Streams whose client went away before the end (the app's Stop button).
         self.disconnects = 0
         self._lock = threading.Lock()
@@ -117,6 +125,7 @@ class MockProvider:
         with self._lock:
             self.config = MockConfig()
             self.requests.clear()
+            self.first_tokens.clear()
             self.disconnects = 0
 
     def configure(self, **changes: Any) -> None:
@@ -228,6 +237,10 @@ class MockProvider:
             await ex.json(200, dataclasses.asdict(self.config))
         elif method == "GET" and path == "/_mock/requests":
             await ex.json(200, [dataclasses.asdict(r) for r in self.requests])
+        elif method == "GET" and path == "/_mock/first-tokens":
+            with self._lock:
+                first_tokens = dict(self.first_tokens)
+            await ex.json(200, first_tokens)
         else:
             await ex.json(404, {"error": "unknown control path"})
 
@@ -255,6 +268,7 @@ class _Exchange:
         self.body = body if isinstance(body, dict) else {}
         self.started = False
         self.disconnected = False
+        self.received = time.monotonic()
 
     async def json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -415,6 +429,15 @@ class _Dialect:
                 raise _Cut()
             await self.ex.pace(i)
             await emit(token)
+            if i == 0:
+                self._note_first_token()
+
+    def _note_first_token(self) -> None:
+        marker = TURN_MARKER.search(self.last_user_text())
+        if marker:
+            took = time.monotonic() - self.ex.received
+            with self.ex.app._lock:
+                self.ex.app.first_tokens[marker.group(1)] = took
 
 
 class _OpenAIDialect(_Dialect):

@@ -331,3 +331,26 @@ async def test_the_demo_provider_answers_without_a_key(mock_provider: Any) -> No
     assert report.usage.output_tokens > 0
     assert events[-1] == Finish("stop")
     assert mock_provider.requests == []  # no network at all
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+async def test_the_mock_records_a_marked_turn_s_own_time_to_first_token(
+    vendor: str, mock_provider: Any
+) -> None:
+    # bench/chat_load.py subtracts the provider's own time to first token, per turn.
+    import httpx2
+    from django.conf import settings
+
+    mock_provider.configure(ttft=0.15, reply="one two")
+    marked = [
+        ChatMessage("user", "Hello there"),
+        ChatMessage("assistant", "Hi!"),
+        ChatMessage("user", "Go on [turn 0123abcd0123abcd]"),
+    ]
+    await collect(vendor, mock_provider, messages=marked)
+    await collect(vendor, mock_provider)  # unmarked: not recorded
+    base = settings.ANTHROPIC_BASE_URL  # the mock's root
+    async with httpx2.AsyncClient() as client:
+        recorded = (await client.get(f"{base}/_mock/first-tokens")).json()
+    assert list(recorded) == ["0123abcd0123abcd"]
+    assert 0.15 <= recorded["0123abcd0123abcd"] < 1.0
