@@ -249,6 +249,11 @@ def time_pages(repeat: int) -> None:
             )
             for i in range(1000)
         )
+    # As a server's worker has at its start (llmchat.asgi): the URLconf and the
+    # templates loaded, so that the first timing is not this process's own start.
+    from llmchat.warmup import warm_up
+
+    warm_up()
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)
     pages = [

@@ -13,7 +13,8 @@ from llmchat.handlers import ASGIHandler  # noqa: E402
 
 application = ASGIHandler()
 
-# Warm the provider SDKs in each worker before it takes requests.
-from providers.registry import preload_sdks  # noqa: E402
+# Load what a first request would (the SDKs, the URLconf, the templates) in each
+# worker before it takes requests.
+from llmchat.warmup import warm_up  # noqa: E402
 
-preload_sdks()
+warm_up()
