@@ -22,7 +22,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 
@@ -31,6 +30,7 @@ from conversations import selectors, services
 from conversations.models import Conversation, Message, Status
 from llmchat import metrics
 from llmchat.api import ApiError, api_view, error_response, read_json, string_field
+from llmchat.handlers import close_connections
 from llmchat.logging import request_id_var
 from pricing.calculator import MICRO_DOLLAR
 from providers import registry, transport
@@ -83,14 +83,6 @@ def conversation_json(c: Conversation, total: Decimal, unpriced: int) -> dict[st
 
 
 # --- POST /api/chat ---------------------------------------------------------------
-
-
-def _release_connection() -> None:
-    """Give the database connection back (to the pool) between a stream's few
-    queries. A stream lasts seconds to minutes; holding a connection for all of it
-    capped open streams at the pool size and starved other requests."""
-    if not connection.in_atomic_block:
-        connection.close()
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:
@@ -429,7 +421,7 @@ def _checkpoint(*, message_id: int, text: str) -> None:
     try:
         services.chat_checkpoint(message_id=message_id, text=text)
     finally:
-        _release_connection()
+        close_connections()
 
 
 def _finish_turn(*, turn: services.Turn, **reply: Any) -> Message:
@@ -441,7 +433,7 @@ def _finish_turn(*, turn: services.Turn, **reply: Any) -> Message:
         try:
             services.release_turn(turn)
         finally:
-            _release_connection()
+            close_connections()
 
 
 def _final_event(message: Message) -> str:

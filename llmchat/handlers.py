@@ -142,7 +142,10 @@ class ASGIHandler(DjangoASGIHandler):
 
 
 def close_connections() -> None:
-    """Give this thread's database connections back (to the pool)."""
+    """Give this thread's database connections back (to the pool): at the end of a
+    request's trip when its body streams, and between a stream's few queries. A
+    stream lasts seconds to minutes; holding a connection for all of it capped open
+    streams at the pool size and starved other requests."""
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close()
