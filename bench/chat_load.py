@@ -66,6 +66,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -622,6 +623,9 @@ class VirtualUser:
             "model": "gpt-4o",
             "message": f"Tell me about load number {self.rng.randrange(10**6)} "
             f"please [turn {result.marker}]",
+            # As the browser sends it (static/js/chat.js): the server's guard
+            # against a retried message being answered twice is on this path.
+            "client_message_id": str(uuid.uuid4()),
         }
         stop_at = 0
         if args.faults and self.rng.random() < DISCONNECT_RATE:

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,7 @@ async def run(args: argparse.Namespace) -> None:
                 "provider": "openai",
                 "model": "gpt-4o",
                 "message": "Hello there, how are you?",
+                "client_message_id": str(uuid.uuid4()),  # as the browser sends it
             }
         ).encode()
         scope = {
