@@ -27,6 +27,7 @@ from accounts import budgets
 from conversations.markdown import render_markdown
 from conversations.models import Conversation, KeySource, Message, Status, UsageRecord
 from llmchat import metrics, ratelimit
+from llmchat.db import update_returning
 from pricing.calculator import calculate_cost
 from pricing.models import price_for
 from providers import registry
@@ -138,40 +139,38 @@ def chat_start(
         system_prompt=system_prompt,
         client_message_id=client_message_id,
     )
-    existing = None
-    if conversation_id is not None:
-        existing = conversation_for_user(user, conversation_id)  # 404 before anything else
-        if existing.busy_until is not None and existing.busy_until < timezone.now():
-            # Locked by a turn that never finished: its process may have died.
-            # (A finished turn clears the lock, so most turns skip this query.)
-            sweep_stale_streams(conversation_id=conversation_id)
     _check_rate(user)
     try:
         creds = credentials_for(user=user, provider=provider)
     except KeyProblem as exc:
         raise ChatRefused(400, exc.code, exc.message, provider=provider) from None
 
-    if client_message_id:
-        earlier = _turn_for_client_id(user, client_message_id, creds)
-        if earlier is not None:
-            return earlier
-
-    if registry.get(provider).needs_key:  # the free demo never counts against a budget
-        _check_budget(user, creds)
-    if not ratelimit.acquire_slot(
-        f"user:{user.pk}", settings.CHAT_MAX_CONCURRENT_STREAMS, settings.CHAT_STREAM_MAX_SECONDS
-    ):
-        raise ChatRefused(
-            429,
-            "too_many_streams",
-            f"You already have {settings.CHAT_MAX_CONCURRENT_STREAMS} replies streaming. "
-            "Wait for one to finish.",
-            retry_after=5,
-        )
+    slot = f"user:{user.pk}"
     try:
-        return _open_turn(
+        if registry.get(provider).needs_key:  # the free demo never counts against a budget
+            _check_budget(user, creds)
+        if not ratelimit.acquire_slot(
+            slot, settings.CHAT_MAX_CONCURRENT_STREAMS, settings.CHAT_STREAM_MAX_SECONDS
+        ):
+            raise ChatRefused(
+                429,
+                "too_many_streams",
+                f"You already have {settings.CHAT_MAX_CONCURRENT_STREAMS} replies streaming. "
+                "Wait for one to finish.",
+                retry_after=5,
+            )
+    except ChatRefused:
+        # A retried message that was answered already is answered again, whatever
+        # its reply cost or however many streams are open now.
+        if client_message_id:
+            earlier = _turn_for_client_id(user, client_message_id, creds)
+            if earlier is not None:
+                return earlier
+        raise
+    try:
+        turn = _open_turn(
             user=user,
-            existing=existing,
+            conversation_id=conversation_id,
             provider=provider,
             model=model,
             message=message,
@@ -181,8 +180,11 @@ def chat_start(
             creds=creds,
         )
     except BaseException:
-        ratelimit.release_slot(f"user:{user.pk}")
+        ratelimit.release_slot(slot)
         raise
+    if turn.replay:  # streams nothing: no slot
+        ratelimit.release_slot(slot)
+    return turn
 
 
 def _check_rate(user: User) -> None:
@@ -237,10 +239,19 @@ def release_turn(turn: Turn) -> None:
         ratelimit.release_slot(f"user:{turn.conversation.user_id}")
 
 
+class _NotTaken(Exception):
+    """The conversation is not free: another reply streams in it, it is not the
+    user's, or it does not exist. Which one, a second query tells."""
+
+
+class _Repeated(Exception):
+    """The user sent this client_message_id before."""
+
+
 def _open_turn(
     *,
     user: User,
-    existing: Conversation | None,
+    conversation_id: int | None,
     provider: str,
     model: str,
     message: str,
@@ -249,50 +260,82 @@ def _open_turn(
     regenerate: bool,
     creds: Credentials,
 ) -> Turn:
+    """Take the conversation and save the user's message with the reply's row
+    ("generating"), in one transaction of as few queries as the turn allows: each
+    one is a round trip on the way to the provider's first token. Continuing a
+    conversation is three (take it and read it back, read its history, insert
+    both messages); a repeated client_message_id is caught by the unique
+    constraint, and an unusual case (a busy, stale, missing or foreign
+    conversation, a retry) costs its queries after the fact."""
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            if client_message_id:
-                # Two requests with the same id at once (a double click, a retry
-                # racing the first): the user's row lock makes the second wait for
-                # the first to commit, then see its message.
-                get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-                if Message.objects.filter(
-                    conversation__user=user, role="user", client_message_id=client_message_id
-                ).exists():
-                    raise ChatRefused(409, "in_progress", "This message is already being answered.")
-            conversation = _take_conversation(
-                user, existing, provider, model, system_prompt, _title_from(message), now
-            )
-            user_message = None
-            if regenerate:
-                _drop_last_reply(conversation)
-            else:
-                user_message = Message.objects.create(
-                    conversation=conversation,
-                    role="user",
-                    content=message,
+    title = _title_from(message)
+    take_stale = False
+    while True:
+        try:
+            with transaction.atomic():
+                if conversation_id is None:
+                    if client_message_id and _client_id_used(user, client_message_id):
+                        raise _Repeated
+                    conversation = _new_conversation(
+                        user, provider, model, system_prompt, title, now
+                    )
+                    history: list[ChatMessage] = []
+                else:
+                    conversation = _take_conversation(
+                        user,
+                        conversation_id,
+                        provider,
+                        model,
+                        system_prompt,
+                        title,
+                        now,
+                        take_stale=take_stale,
+                    )
+                    if regenerate:
+                        _drop_last_reply(conversation)
+                    history = _history(conversation)
+                if not regenerate:
+                    history.append(ChatMessage("user", message))
+                if not history or history[-1].role != "user":
+                    raise ChatRefused(400, "nothing_to_answer", "There is no message to answer.")
+                user_message, assistant = _save_messages(
+                    conversation,
+                    message=None if regenerate else message,
                     client_message_id=client_message_id,
-                    created=now,
+                    provider=provider,
+                    model=model,
+                    key_source=creds.key_source,
+                    now=now,
                 )
-            if existing is None and user_message is not None:
-                history = [ChatMessage("user", message)]  # a new conversation: just this
-            else:
-                history = _history(conversation)
-            if not history or history[-1].role != "user":
-                raise ChatRefused(400, "nothing_to_answer", "There is no message to answer.")
-            assistant = Message.objects.create(
-                conversation=conversation,
-                role="assistant",
-                status=Status.GENERATING,
-                provider=provider,
-                model=model,
-                key_source=creds.key_source,
-                created=now,
+            break
+        except (_Repeated, IntegrityError):  # the constraint on (conversation, client id)
+            # This client_message_id was sent before (a retry, a double click):
+            # its turn is answered again, or refused while it is still streaming.
+            earlier = (
+                _turn_for_client_id(user, client_message_id, creds) if client_message_id else None
             )
-    except IntegrityError:
-        # The same client_message_id raced in twice: the other request owns it.
-        raise ChatRefused(409, "in_progress", "This message is already being answered.") from None
+            if earlier is not None:
+                return earlier
+            raise ChatRefused(
+                409, "in_progress", "This message is already being answered."
+            ) from None
+        except _NotTaken:
+            assert conversation_id is not None
+            existing = conversation_for_user(user, conversation_id)  # 404: missing or not theirs
+            if client_message_id:
+                earlier = _turn_for_client_id(user, client_message_id, creds)
+                if earlier is not None:
+                    return earlier
+            if take_stale or existing.busy_until is None or existing.busy_until >= now:
+                raise ChatRefused(
+                    409,
+                    "busy",
+                    "A reply is still being written in this conversation. Wait or stop it.",
+                ) from None
+            # Taken by a turn that never finished: its process may have died.
+            # Close that reply first, then take the conversation over.
+            sweep_stale_streams(conversation_id=conversation_id)
+            take_stale = True
     request = ChatRequest(
         model=model,
         messages=history,
@@ -302,56 +345,104 @@ def _open_turn(
     return Turn(conversation, user_message, assistant, request, creds, now)
 
 
+def _client_id_used(user: User, client_message_id: str) -> bool:
+    """Whether any of the user's conversations has this client_message_id, asked
+    under a lock on the user's row: two requests starting a conversation with the
+    same id at once (a double click, a retry racing the first) cannot both miss
+    the other's message. (Within one conversation, the unique constraint does it.)"""
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    return Message.objects.filter(
+        conversation__user=user, role="user", client_message_id=client_message_id
+    ).exists()
+
+
+def _new_conversation(
+    user: User, provider: str, model: str, system_prompt: str | None, title: str, now: datetime
+) -> Conversation:
+    return Conversation.objects.create(
+        user=user,
+        title=title,
+        provider=provider,
+        model=model,
+        system_prompt=system_prompt or "",
+        created=now,
+        updated=now,
+        busy_until=now + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS),
+    )
+
+
 def _take_conversation(
     user: User,
-    existing: Conversation | None,
+    conversation_id: int,
     provider: str,
     model: str,
     system_prompt: str | None,
     title: str,
     now: datetime,
+    *,
+    take_stale: bool = False,
 ) -> Conversation:
-    """The conversation, locked for this turn and updated for it in one query;
-    ChatRefused(409) while another reply is streaming in it."""
-    busy_until = now + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS)
-    if existing is None:
-        return Conversation.objects.create(
-            user=user,
-            title=title,
-            provider=provider,
-            model=model,
-            system_prompt=system_prompt or "",
-            created=now,
-            updated=now,
-            busy_until=busy_until,
-        )
+    """The user's conversation, taken for this turn (busy_until) and updated for
+    it, read back by the same query; _NotTaken if it is not free (or not theirs).
+    A stale taking (its turn's process died) is taken over with `take_stale`."""
+    free = Q(busy_until__isnull=True)
+    if take_stale:
+        free |= Q(busy_until__lt=now)
     changes: dict[str, Any] = {
-        "busy_until": busy_until,
+        "busy_until": now + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS),
         "updated": now,
         "provider": provider,
         "model": model,
+        # Only an untitled conversation is named.
+        "title": Case(When(title="", then=Value(title)), default=F("title")),
     }
-    if not existing.title:
-        # Only an untitled conversation is named (a rename may have just landed).
-        changes["title"] = Case(When(title="", then=Value(title)), default=F("title"))
     if system_prompt is not None:
         changes["system_prompt"] = system_prompt
-    taken = (
-        Conversation.objects.filter(pk=existing.pk, user=user)
-        .filter(Q(busy_until__isnull=True) | Q(busy_until__lt=now))
-        .update(**changes)
+    taken = update_returning(
+        Conversation.objects.filter(free, pk=conversation_id, user=user), **changes
     )
     if not taken:
-        raise ChatRefused(
-            409, "busy", "A reply is still being written in this conversation. Wait or stop it."
-        )
-    conversation = existing
-    if "title" in changes:
-        changes["title"] = title
-    for name, value in changes.items():
-        setattr(conversation, name, value)
+        raise _NotTaken
+    conversation = taken[0]
     conversation.user = user  # known: no query for it later (the ledger row)
     return conversation
+
+
+def _save_messages(
+    conversation: Conversation,
+    *,
+    message: str | None,
+    client_message_id: str,
+    provider: str,
+    model: str,
+    key_source: str,
+    now: datetime,
+) -> tuple[Message | None, Message]:
+    """The user's message (none when regenerating) and the reply's row, in one
+    INSERT; the user's gets the lower id."""
+    user_message = None
+    rows = []
+    if message is not None:
+        user_message = Message(
+            conversation=conversation,
+            role="user",
+            content=message,
+            client_message_id=client_message_id,
+            created=now,
+        )
+        rows.append(user_message)
+    assistant = Message(
+        conversation=conversation,
+        role="assistant",
+        status=Status.GENERATING,
+        provider=provider,
+        model=model,
+        key_source=key_source,
+        created=now,
+    )
+    rows.append(assistant)
+    Message.objects.bulk_create(rows)
+    return user_message, assistant
 
 
 def _drop_last_reply(conversation: Conversation) -> None:
@@ -364,16 +455,15 @@ def _drop_last_reply(conversation: Conversation) -> None:
 
 
 def _history(conversation: Conversation, *, before: int | None = None) -> list[ChatMessage]:
-    messages = conversation.messages.only("role", "content", "status")
+    messages = conversation.messages.all()
     if before is not None:
         messages = messages.filter(id__lt=before)
     history = []
-    for m in messages:
-        if m.role == "assistant" and (
-            m.status in (Status.ERROR, Status.GENERATING) or not m.content
-        ):
+    # Tuples, not model instances: a long conversation is read on every turn.
+    for role, content, status in messages.values_list("role", "content", "status"):
+        if role == "assistant" and (status in (Status.ERROR, Status.GENERATING) or not content):
             continue  # failed, empty, or an unfinished reply (a dead stream's)
-        history.append(ChatMessage(m.role, m.content))  # type: ignore[arg-type]
+        history.append(ChatMessage(role, content))  # type: ignore[arg-type]
     return history
 
 

@@ -1,0 +1,183 @@
+"""chat_start's queries: the few round trips on the way to the provider's first
+token, and the unusual cases (a retry, a busy, stale or foreign conversation)
+found after the fact instead of asked about on every turn."""
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.http import Http404
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from conversations import services
+from conversations.models import Conversation, Message, UsageRecord
+from providers import services as key_services
+from providers.base import Usage
+from providers.models import ProviderKey
+
+pytestmark = pytest.mark.django_db
+
+_TRANSACTION = {"BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK"}
+
+
+@pytest.fixture
+def keyed(alice: Any, prices: None) -> Any:
+    key_services.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
+    # Used a moment ago: its last_used is not written again on this turn.
+    ProviderKey.objects.filter(user=alice).update(last_used=timezone.now())
+    return alice
+
+
+def start(user: Any, **kwargs: Any) -> services.Turn:
+    params: dict[str, Any] = {
+        "user": user,
+        "conversation_id": None,
+        "provider": "openai",
+        "model": "gpt-4o",
+        "message": "Hi",
+    }
+    params.update(kwargs)
+    return services.chat_start(**params)
+
+
+def finish(turn: services.Turn) -> None:
+    services.chat_finish(
+        turn=turn,
+        text="Hello!",
+        status="complete",
+        usage=Usage(input_tokens=10, output_tokens=5),
+        usage_final=True,
+    )
+    services.release_turn(turn)
+
+
+def statements(queries: CaptureQueriesContext) -> list[str]:
+    """Each query as its verb and table, e.g. 'UPDATE conversations_conversation'."""
+    kinds = []
+    for query in queries.captured_queries:
+        sql = query["sql"]
+        verb = sql.split()[0]
+        if verb in _TRANSACTION:
+            continue
+        marker = {"SELECT": " FROM ", "UPDATE": "UPDATE ", "INSERT": "INSERT INTO "}[verb]
+        table = sql.split(marker, 1)[1].split()[0].strip('"')
+        kinds.append(f"{verb} {table}" + (" RETURNING" if " RETURNING " in sql else ""))
+    return kinds
+
+
+def test_continuing_a_conversation_takes_three_queries_after_the_key(keyed: Any) -> None:
+    first = start(keyed, message="One", client_message_id="m-1")
+    finish(first)
+    pk = first.conversation.pk
+    with CaptureQueriesContext(connection) as queries:
+        turn = start(keyed, conversation_id=pk, message="Two", client_message_id="m-2")
+    assert statements(queries) == [
+        "SELECT providers_providerkey",
+        # Taken (busy_until), updated for the turn and read back: one query.
+        "UPDATE conversations_conversation RETURNING",
+        "SELECT conversations_message",  # the history
+        "INSERT conversations_message RETURNING",  # the user's message and the reply's row
+    ]
+    assert turn.conversation.pk == pk
+    assert turn.conversation.title == "One"  # named by its first message, kept
+    assert turn.conversation.busy_until is not None
+    assert [(m.role, m.content) for m in turn.request.messages] == [
+        ("user", "One"),
+        ("assistant", "Hello!"),
+        ("user", "Two"),
+    ]
+    assert turn.user_message is not None
+    assert turn.user_message.pk < turn.assistant_message.pk
+    saved = list(Message.objects.filter(conversation_id=pk).values_list("role", "status"))
+    assert saved[-2:] == [("user", "complete"), ("assistant", "generating")]
+    assert Message.objects.get(pk=turn.user_message.pk).client_message_id == "m-2"
+
+
+def test_starting_a_conversation_checks_the_client_id_under_the_users_lock(keyed: Any) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        turn = start(keyed, message="One", client_message_id="m-1")
+    kinds = statements(queries)
+    assert kinds == [
+        "SELECT providers_providerkey",
+        "SELECT accounts_user",  # FOR UPDATE (PostgreSQL): two requests with one id wait
+        "SELECT conversations_message",  # the id used in any of the user's conversations?
+        "INSERT conversations_conversation RETURNING",
+        "INSERT conversations_message RETURNING",
+    ]
+    if connection.vendor == "postgresql":
+        [lock] = [q["sql"] for q in queries.captured_queries if '"accounts_user"' in q["sql"]]
+        assert lock.endswith("FOR UPDATE")
+    assert turn.conversation.title == "One"
+
+
+def test_a_retry_in_its_conversation_is_answered_again_not_twice(keyed: Any, settings: Any) -> None:
+    settings.CHAT_MAX_CONCURRENT_STREAMS = 1
+    first = start(keyed, message="One")
+    finish(first)
+    pk = first.conversation.pk
+    asked = start(keyed, conversation_id=pk, message="Two", client_message_id="r-1")
+    finish(asked)
+    # The client never saw the reply and sends the message again.
+    again = start(keyed, conversation_id=pk, message="Two", client_message_id="r-1")
+    assert again.replay
+    assert again.assistant_message.pk == asked.assistant_message.pk
+    assert Message.objects.filter(conversation_id=pk).count() == 4
+    assert Conversation.objects.get(pk=pk).busy_until is None  # taking it was rolled back
+    # The replay gave its stream slot back: the next message starts.
+    finish(start(keyed, conversation_id=pk, message="Three", client_message_id="r-2"))
+
+
+def test_a_retry_while_its_reply_streams_is_in_progress(keyed: Any) -> None:
+    first = start(keyed, message="One")
+    finish(first)
+    pk = first.conversation.pk
+    start(keyed, conversation_id=pk, message="Two", client_message_id="r-1")  # streaming
+    with pytest.raises(services.ChatRefused) as exc:
+        start(keyed, conversation_id=pk, message="Two", client_message_id="r-1")
+    assert (exc.value.status, exc.value.code) == (409, "in_progress")
+    with pytest.raises(services.ChatRefused) as exc:
+        start(keyed, conversation_id=pk, message="Other", client_message_id="r-2")
+    assert (exc.value.status, exc.value.code) == (409, "busy")
+    assert Message.objects.filter(conversation_id=pk).count() == 4
+
+
+def test_a_retry_is_answered_again_even_once_the_budget_is_spent(keyed: Any, settings: Any) -> None:
+    settings.DEFAULT_MONTHLY_BUDGET = "5"
+    asked = start(keyed, message="One", client_message_id="r-1")
+    finish(asked)
+    UsageRecord.objects.filter(message=asked.assistant_message).update(cost=Decimal("5"))
+    again = start(keyed, message="One", client_message_id="r-1")
+    assert again.replay
+    assert again.assistant_message.pk == asked.assistant_message.pk
+    with pytest.raises(services.ChatRefused) as exc:
+        start(keyed, message="Something new", client_message_id="r-2")
+    assert exc.value.code == "budget_exceeded"
+
+
+def test_someone_elses_or_a_missing_conversation_is_404_and_untouched(keyed: Any, bob: Any) -> None:
+    theirs = Conversation.objects.create(user=bob, title="Bob's", provider="demo", model="x")
+    for pk in (theirs.pk, theirs.pk + 1000):
+        with pytest.raises(Http404):
+            start(keyed, conversation_id=pk, message="Mine now?")
+    theirs.refresh_from_db()
+    assert (theirs.model, theirs.busy_until, theirs.title) == ("x", None, "Bob's")
+    assert not Message.objects.exists()
+
+
+def test_a_conversation_a_dead_stream_left_is_swept_then_taken(keyed: Any, settings: Any) -> None:
+    first = start(keyed, message="One")
+    pk = first.conversation.pk
+    # Its process died: the reply stayed "generating", the taking ran out.
+    long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 65)
+    Message.objects.filter(pk=first.assistant_message.pk).update(created=long_ago)
+    Conversation.objects.filter(pk=pk).update(busy_until=timezone.now() - timedelta(seconds=1))
+    turn = start(keyed, conversation_id=pk, message="Two")
+    assert turn.conversation.pk == pk
+    assert Message.objects.get(pk=first.assistant_message.pk).status == "error"
+    # A taking that has not run out is respected.
+    with pytest.raises(services.ChatRefused) as exc:
+        start(keyed, conversation_id=pk, message="Three")
+    assert exc.value.code == "busy"
