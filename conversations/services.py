@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Q, TextField, Value, When
 from django.http import Http404
 from django.utils import timezone
 
@@ -500,9 +500,23 @@ def _turn_for_client_id(user: User, client_message_id: str, creds: Credentials) 
     return Turn(earlier.conversation, earlier, reply, request, creds, reply.created, replay=True)
 
 
-def chat_checkpoint(*, message_id: int, text: str) -> None:
-    """Save the reply so far, so a crash loses little of it."""
-    Message.objects.filter(pk=message_id, status=Status.GENERATING).update(content=text)
+CHECKPOINT_BATCH = 100
+
+
+def chat_checkpoint(texts: dict[int, str]) -> None:
+    """Save replies so far (by message id), so a crash loses little of them: one
+    UPDATE for up to CHECKPOINT_BATCH replies. A reply that is final already
+    (its save got there first) is left as it is."""
+    items = list(texts.items())
+    for start in range(0, len(items), CHECKPOINT_BATCH):
+        batch = items[start : start + CHECKPOINT_BATCH]
+        Message.objects.filter(pk__in=[pk for pk, _ in batch], status=Status.GENERATING).update(
+            content=Case(
+                *[When(pk=pk, then=Value(text)) for pk, text in batch],
+                default=F("content"),
+                output_field=TextField(),
+            )
+        )
 
 
 def estimate_tokens(text: str) -> int:

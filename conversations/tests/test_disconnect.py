@@ -117,6 +117,72 @@ def test_a_long_reply_is_saved_while_it_streams(
     assert saved.content.startswith(received) or received.startswith(saved.content)
 
 
+@pytest.mark.django_db
+def test_the_replies_so_far_are_saved_in_one_update(alice: Any, monkeypatch: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations import services
+    from conversations.models import Conversation
+
+    conversation = Conversation.objects.create(user=alice, provider="demo", model="demo-echo")
+
+    def reply(status: str, content: str = "") -> Message:
+        return Message.objects.create(
+            conversation=conversation, role="assistant", status=status, content=content
+        )
+
+    streaming = [reply("generating") for _ in range(3)]
+    final = reply("complete", "The whole reply.")  # its final save got there first
+    texts = {m.pk: f"so far {i}" for i, m in enumerate(streaming)}
+    texts[final.pk] = "The whole"
+    with CaptureQueriesContext(connection) as queries:
+        services.chat_checkpoint(texts)
+    assert len(queries) == 1
+    for i, m in enumerate(streaming):
+        m.refresh_from_db()
+        assert m.content == f"so far {i}"
+    final.refresh_from_db()
+    assert final.content == "The whole reply."
+    monkeypatch.setattr(services, "CHECKPOINT_BATCH", 2)  # a bounded statement
+    with CaptureQueriesContext(connection) as queries:
+        services.chat_checkpoint({m.pk: "more" for m in streaming})
+    assert len(queries) == 2
+    assert set(Message.objects.filter(status="generating").values_list("content", flat=True)) == {
+        "more"
+    }
+
+
+@pytest.mark.anyio
+async def test_the_checkpointer_saves_what_changed_for_the_replies_it_tracks(
+    monkeypatch: Any,
+) -> None:
+    from conversations import api
+
+    saves: list[dict[int, str]] = []
+    monkeypatch.setattr(api, "_checkpoint", lambda texts: saves.append(dict(texts)))
+    checkpoints = api._Checkpoints()
+    one, two = ["Hel"], ["Wor"]
+    checkpoints.track(1, one)
+    checkpoints.track(2, two)
+    one.append("lo")
+    await checkpoints.save()
+    assert saves == [{1: "Hello", 2: "Wor"}]  # both, in one save
+    two.append("ld")
+    await checkpoints.save()
+    assert saves[-1] == {2: "World"}  # only what changed
+    await checkpoints.save()
+    assert len(saves) == 2  # nothing changed: nothing written
+    checkpoints.untrack(2)  # its final save follows
+    one.append("!")
+    await checkpoints.save()
+    assert saves[-1] == {1: "Hello!"}
+    checkpoints.untrack(1)
+    await checkpoints._task  # type: ignore[misc]  # ends once nothing is tracked
+    assert checkpoints._task is not None
+    assert checkpoints._task.done()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_stream_is_served_incrementally(
     asgi_live_server: Any, alice: Any, settings: Any, prices: None
