@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx2
 from django.conf import settings
@@ -232,20 +232,25 @@ class Provider(ABC):
         # The first token may take long (reasoning models); after it, a silent
         # stream is a stuck one. Both limits come from settings.
         iterator = aiter(events)
-        limit = settings.PROVIDER_FIRST_TOKEN_TIMEOUT
+        silence = _Silence(settings.PROVIDER_FIRST_TOKEN_TIMEOUT)
         try:
             while True:
+                silence.waiting()
                 try:
-                    async with asyncio.timeout(limit):
-                        event = await anext(iterator)
+                    event = await anext(iterator)
                 except StopAsyncIteration:
                     return
-                except TimeoutError as exc:
-                    raise ProviderError("timeout") from exc
+                except asyncio.CancelledError:
+                    if silence.timed_out():
+                        raise ProviderError("timeout") from None
+                    raise
+                finally:
+                    silence.heard()
                 if isinstance(event, TextDelta):
-                    limit = settings.PROVIDER_IDLE_TIMEOUT
+                    silence.limit = settings.PROVIDER_IDLE_TIMEOUT
                 yield event
         finally:
+            silence.close()
             # Closing the adapter's generator closes the SDK stream and its connection.
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
@@ -280,6 +285,68 @@ class Provider(ABC):
             return float(error.retry_after)
         base = settings.PROVIDER_RETRY_BACKOFF * 2 ** (attempt - 1)
         return float(base * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+
+
+class _Silence:
+    """A time limit on each wait for a stream's next event, as `asyncio.timeout`
+    around each `anext()` would be, at the cost of one timer per `limit` seconds
+    instead of one per event (a timer set and cancelled for every token was a
+    few per cent of a busy worker's time: docs/performance.md).
+
+    The timer only cancels the task while it waits for the stream (between
+    `waiting()` and `heard()`): whatever the stream's consumer awaits between
+    two events is never cut short."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[Any] | None = None
+        self._deadline = 0.0
+        self._cancelling = 0
+        self._expired = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def waiting(self) -> None:
+        self._task = asyncio.current_task()
+        self._cancelling = self._task.cancelling() if self._task else 0
+        self._deadline = self._loop.time() + self.limit
+        # Set when there is none, or sooner when the limit shrank (after the
+        # first token); a later deadline waits for the timer to come round.
+        if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(self._deadline, self._check)
+
+    def heard(self) -> None:
+        if self._expired and self._task is not None:
+            # Cancelled, yet the stream answered (it did not let the cancel
+            # through): take the cancel back, as asyncio.timeout does.
+            self._expired = False
+            self._task.uncancel()
+        self._task = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._task is None:  # not waiting: the next wait sets the timer again
+            return
+        if self._loop.time() < self._deadline:  # heard from since: wait on
+            self._timer = self._loop.call_at(self._deadline, self._check)
+            return
+        self._expired = True
+        self._task.cancel()
+
+    def timed_out(self) -> bool:
+        """Whether the CancelledError being handled is this limit's own (and not
+        someone else's cancel, which must go on)."""
+        if not self._expired or self._task is None:
+            return False
+        self._expired = False
+        return self._task.uncancel() <= self._cancelling
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class ChatStream:
