@@ -9,7 +9,7 @@ not reported apart, so `reasoning_tokens` stays 0.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +28,7 @@ from providers.base import (
     Usage,
     UsageReport,
 )
+from providers.sse import ServerEvent
 from providers.sse import events as sse_events
 
 
@@ -131,22 +132,27 @@ class AnthropicProvider(Provider):
         )
         totals: dict[str, Any] = {}
         stop = ""
+
+        def mapped(sse: ServerEvent) -> Iterator[Event]:
+            nonlocal stop
+            data = sse.json()
+            kind = attr(data, "type") or sse.event  # the event name, as the SDK does
+            if sse.event == "error" or kind == "error":
+                raise _stream_error(data)
+            if kind == "message_start":
+                totals.update(_counts(attr(data, "message", "usage")))
+            elif kind == "content_block_delta":
+                if attr(data, "delta", "type") == "text_delta":
+                    yield TextDelta(str(attr(data, "delta", "text") or ""))
+            elif kind == "message_delta":
+                # Cumulative: replace, never add.
+                totals.update(_counts(attr(data, "usage")))
+                stop = attr(data, "delta", "stop_reason") or stop
+
         try:
             async with call as response:
-                async for sse in sse_events(response):
-                    data = sse.json()
-                    kind = attr(data, "type") or sse.event  # the event name, as the SDK does
-                    if sse.event == "error" or kind == "error":
-                        raise _stream_error(data)
-                    if kind == "message_start":
-                        totals.update(_counts(attr(data, "message", "usage")))
-                    elif kind == "content_block_delta":
-                        if attr(data, "delta", "type") == "text_delta":
-                            yield TextDelta(str(attr(data, "delta", "text") or ""))
-                    elif kind == "message_delta":
-                        # Cumulative: replace, never add.
-                        totals.update(_counts(attr(data, "usage")))
-                        stop = attr(data, "delta", "stop_reason") or stop
+                async for event in sse_events(response, mapped):
+                    yield event
         except Exception:
             # The input (and any output) the provider counted before failing.
             if totals:

@@ -8,7 +8,7 @@ cached ones, `completion_tokens` the reasoning ones.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +28,7 @@ from providers.base import (
     Usage,
     UsageReport,
 )
+from providers.sse import ServerEvent
 from providers.sse import events as sse_events
 
 
@@ -87,20 +88,26 @@ class CompatibleProvider(Provider):
             messages=[], **params, extra_body={"messages": messages}
         )
         async with call as response:
-            async for sse in sse_events(response):
-                if sse.data.startswith("[DONE]"):
-                    continue  # read on to the end: the connection is then reused
-                chunk = sse.json()
-                if not isinstance(chunk, dict):
-                    continue
-                if chunk.get("error"):
-                    raise ProviderError("unavailable")
-                if chunk.get("usage") is not None:
-                    yield UsageReport(usage_from_chat(chunk["usage"]))
-                for choice in chunk.get("choices") or []:
-                    text = attr(choice, "delta", "content")
-                    if text:
-                        yield TextDelta(str(text))
-                    reason = attr(choice, "finish_reason")
-                    if reason:
-                        yield Finish(_FINISH.get(reason, "other"), raw=str(reason))
+            # Read on to the end, past [DONE]: the connection is then reused.
+            async for event in sse_events(response, _chat_event):
+                yield event
+
+
+def _chat_event(sse: ServerEvent) -> Iterator[Event]:
+    """One chunk of a Chat Completions stream, as ours."""
+    if sse.data.startswith("[DONE]"):
+        return
+    chunk = sse.json()
+    if not isinstance(chunk, dict):
+        return
+    if chunk.get("error"):
+        raise ProviderError("unavailable")
+    if chunk.get("usage") is not None:
+        yield UsageReport(usage_from_chat(chunk["usage"]))
+    for choice in chunk.get("choices") or []:
+        text = attr(choice, "delta", "content")
+        if text:
+            yield TextDelta(str(text))
+        reason = attr(choice, "finish_reason")
+        if reason:
+            yield Finish(_FINISH.get(reason, "other"), raw=str(reason))

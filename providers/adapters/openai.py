@@ -7,7 +7,7 @@ Usage convention: `input_tokens` include the cached ones
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from providers import clients
@@ -24,6 +24,7 @@ from providers.base import (
     Usage,
     UsageReport,
 )
+from providers.sse import ServerEvent
 from providers.sse import events as sse_events
 from providers.urlsafety import UnsafeURLError
 
@@ -127,29 +128,30 @@ class OpenAIProvider(Provider):
             **params, extra_body=body
         )
         async with call as response:
-            async for sse in sse_events(response):
-                if sse.data.startswith("[DONE]"):  # some proxies end with it
-                    continue
-                data = sse.json()
-                kind = data.get("type") if isinstance(data, dict) else None
-                if kind == "response.output_text.delta":
-                    yield TextDelta(str(data.get("delta") or ""))
-                elif kind in ("response.completed", "response.incomplete"):
-                    result = data.get("response")
-                    if attr(result, "usage") is not None:
-                        yield UsageReport(usage_from_responses(result["usage"]))
-                    reason = attr(result, "incomplete_details", "reason")
-                    yield Finish(_INCOMPLETE.get(reason or "", "stop"), raw=reason or "")
-                elif kind == "response.failed":
-                    result = data.get("response")
-                    if attr(result, "usage") is not None:
-                        yield UsageReport(usage_from_responses(result["usage"]))
-                    code = attr(result, "error", "code")
-                    raise ProviderError(
-                        "overloaded" if code == "server_is_overloaded" else "unavailable"
-                    )
-                elif kind == "error" or (isinstance(data, dict) and data.get("error")):
-                    code = attr(data, "code") or attr(data, "error", "code")
-                    raise ProviderError(
-                        "rate_limited" if code == "rate_limit_exceeded" else "unavailable"
-                    )
+            async for event in sse_events(response, _responses_event):
+                yield event
+
+
+def _responses_event(sse: ServerEvent) -> Iterator[Event]:
+    """One event of a Responses API stream, as ours."""
+    if sse.data.startswith("[DONE]"):  # some proxies end with it
+        return
+    data = sse.json()
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "response.output_text.delta":
+        yield TextDelta(str(data.get("delta") or ""))
+    elif kind in ("response.completed", "response.incomplete"):
+        result = data.get("response")
+        if attr(result, "usage") is not None:
+            yield UsageReport(usage_from_responses(result["usage"]))
+        reason = attr(result, "incomplete_details", "reason")
+        yield Finish(_INCOMPLETE.get(reason or "", "stop"), raw=reason or "")
+    elif kind == "response.failed":
+        result = data.get("response")
+        if attr(result, "usage") is not None:
+            yield UsageReport(usage_from_responses(result["usage"]))
+        code = attr(result, "error", "code")
+        raise ProviderError("overloaded" if code == "server_is_overloaded" else "unavailable")
+    elif kind == "error" or (isinstance(data, dict) and data.get("error")):
+        code = attr(data, "code") or attr(data, "error", "code")
+        raise ProviderError("rate_limited" if code == "rate_limit_exceeded" else "unavailable")

@@ -73,10 +73,14 @@ def failure(events: list[Event]) -> ProviderError:
 
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_it_streams_the_reply_then_usage_then_finish(vendor: str, mock_provider: Any) -> None:
-    mock_provider.configure(reply="Tokens are pieces of words.", input_tokens=40)
+    # Tokens 50 ms apart: each comes in a read of its own (what one read brings
+    # goes up as one delta).
+    mock_provider.configure(
+        reply="Tokens are pieces of words.", input_tokens=40, tokens_per_second=20
+    )
     events = await collect(vendor, mock_provider)
     assert text_of(events) == "Tokens are pieces of words."
-    assert sum(isinstance(e, TextDelta) for e in events) == 5  # streamed, not in one piece
+    assert sum(isinstance(e, TextDelta) for e in events) >= 3  # streamed, not in one piece
     usage_event, finish = events[-2], events[-1]
     assert usage_event == UsageReport(Usage(input_tokens=40, output_tokens=5), final=True)
     assert isinstance(finish, Finish)
