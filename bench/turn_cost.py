@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/turn_cost.py                 # 60 turns, fast tokens
     .venv/bin/python bench/turn_cost.py --tps 40        # tokens spread over a second
+    .venv/bin/python bench/turn_cost.py --tps 200 --reply-tokens 400   # longer replies
     .venv/bin/python bench/turn_cost.py --trace         # one turn: its queries and thread trips
 
 Calls the ASGI application directly (no HTTP server, no concurrency) for sequential
@@ -40,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=60)
     parser.add_argument("--tps", type=float, default=400.0, help="mock tokens per second")
+    parser.add_argument("--reply-tokens", type=int, default=40, help="tokens in each reply")
     parser.add_argument("--trace", action="store_true", help="one turn's queries and trips")
     parser.add_argument(
         "--database-url", default="postgres://postgres@127.0.0.1:5432/llmchat_bench"
@@ -59,7 +61,7 @@ def main() -> None:
             "--tokens-per-second",
             str(args.tps),
             "--reply-tokens",
-            "40",
+            str(args.reply_tokens),
             "--seed",
             "1",
         ],
@@ -172,9 +174,9 @@ async def run(args: argparse.Namespace) -> None:
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     firsts.sort()
     print(
-        f"{args.turns} turns at {args.tps:g} tokens/s: CPU {cpu / args.turns * 1000:.1f} ms "
-        f"a turn, wall {wall / args.turns * 1000:.1f} ms, first delta p50 "
-        f"{firsts[len(firsts) // 2] * 1000:.1f} ms"
+        f"{args.turns} turns of {args.reply_tokens} tokens at {args.tps:g} tokens/s: "
+        f"CPU {cpu / args.turns * 1000:.1f} ms a turn, wall {wall / args.turns * 1000:.1f} ms, "
+        f"first delta p50 {firsts[len(firsts) // 2] * 1000:.1f} ms"
     )
 
 
