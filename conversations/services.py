@@ -162,10 +162,9 @@ def chat_start(
     except ChatRefused:
         # A retried message that was answered already is answered again, whatever
         # its reply cost or however many streams are open now.
-        if client_message_id:
-            earlier = _turn_for_client_id(user, client_message_id, creds)
-            if earlier is not None:
-                return earlier
+        earlier = _turn_for_client_id(user, client_message_id, creds)
+        if earlier is not None:
+            return earlier
         raise
     try:
         turn = _open_turn(
@@ -311,9 +310,7 @@ def _open_turn(
         except (_Repeated, IntegrityError):  # the constraint on (conversation, client id)
             # This client_message_id was sent before (a retry, a double click):
             # its turn is answered again, or refused while it is still streaming.
-            earlier = (
-                _turn_for_client_id(user, client_message_id, creds) if client_message_id else None
-            )
+            earlier = _turn_for_client_id(user, client_message_id, creds)
             if earlier is not None:
                 return earlier
             raise ChatRefused(
@@ -322,10 +319,9 @@ def _open_turn(
         except _NotTaken:
             assert conversation_id is not None
             existing = conversation_for_user(user, conversation_id)  # 404: missing or not theirs
-            if client_message_id:
-                earlier = _turn_for_client_id(user, client_message_id, creds)
-                if earlier is not None:
-                    return earlier
+            earlier = _turn_for_client_id(user, client_message_id, creds)
+            if earlier is not None:
+                return earlier
             if take_stale or existing.busy_until is None or existing.busy_until >= now:
                 raise ChatRefused(
                     409,
@@ -478,6 +474,11 @@ def _max_output_tokens(provider: str, model: str) -> int | None:
 
 
 def _turn_for_client_id(user: User, client_message_id: str, creds: Credentials) -> Turn | None:
+    """The earlier turn of a message sent again with the same client_message_id,
+    to be answered again (None without an id or such a message); ChatRefused(409)
+    while its reply still streams."""
+    if not client_message_id:
+        return None
     earlier = (
         Message.objects.filter(
             conversation__user=user, role="user", client_message_id=client_message_id

@@ -46,13 +46,9 @@ async def batches(response: _Body) -> AsyncIterator[list[ServerEvent]]:
     async for chunk in response.iter_bytes():
         pending += chunk
         lines = pending.splitlines(keepends=True)
-        # An unfinished last line waits for the next read; so does a lone CR,
-        # which may be the first half of a CRLF.
-        last = lines[-1] if lines else b""
-        if not last.endswith((b"\n", b"\r")) or last.endswith(b"\r"):
-            pending = lines.pop() if lines else b""
-        else:
-            pending = b""
+        # An unfinished last line waits for the next read; so does one ending in
+        # a lone CR, which may be the first half of a CRLF.
+        pending = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
         batch = []
         for raw in lines:
             line = raw.rstrip(b"\r\n").decode()
