@@ -1,7 +1,10 @@
-"""Test helpers for the chat API: post to /api/chat and read the event stream."""
+"""Test helpers for the chat API: post to /api/chat and read the event stream;
+start a turn through the service."""
 
 import json
 from typing import Any
+
+from conversations import services
 
 
 def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -31,3 +34,16 @@ async def chat(client: Any, **body: Any) -> tuple[Any, list[tuple[str, dict[str,
 
 def names(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return [name for name, _ in events]
+
+
+def start(user: Any, **kwargs: Any) -> services.Turn:
+    """chat_start for `user`: a new conversation with OpenAI's gpt-4o, "Hi", unless told."""
+    params: dict[str, Any] = {
+        "user": user,
+        "conversation_id": None,
+        "provider": "openai",
+        "model": "gpt-4o",
+        "message": "Hi",
+    }
+    params.update(kwargs)
+    return services.chat_start(**params)

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from conversations import services
 from conversations.models import Conversation, Message, UsageRecord
+from conversations.tests.helpers import start
 from providers import services as key_services
 from providers.base import Usage
 from providers.models import ProviderKey
@@ -29,18 +30,6 @@ def keyed(alice: Any, prices: None) -> Any:
     # Used a moment ago: its last_used is not written again on this turn.
     ProviderKey.objects.filter(user=alice).update(last_used=timezone.now())
     return alice
-
-
-def start(user: Any, **kwargs: Any) -> services.Turn:
-    params: dict[str, Any] = {
-        "user": user,
-        "conversation_id": None,
-        "provider": "openai",
-        "model": "gpt-4o",
-        "message": "Hi",
-    }
-    params.update(kwargs)
-    return services.chat_start(**params)
 
 
 def finish(turn: services.Turn) -> None:

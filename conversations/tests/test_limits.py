@@ -11,6 +11,7 @@ from django.utils import timezone
 from accounts import budgets
 from conversations import services
 from conversations.models import UsageRecord
+from conversations.tests.helpers import start
 from providers import services as key_services
 from providers.base import Usage
 
@@ -28,18 +29,6 @@ def spend(
         outcome="complete",
         created=when or timezone.now(),
     )
-
-
-def start(user: Any, **kwargs: Any) -> services.Turn:
-    params: dict[str, Any] = {
-        "user": user,
-        "conversation_id": None,
-        "provider": "openai",
-        "model": "gpt-4o",
-        "message": "Hi",
-    }
-    params.update(kwargs)
-    return services.chat_start(**params)
 
 
 def finish(turn: services.Turn, output_tokens: int = 100_000) -> None:
