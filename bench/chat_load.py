@@ -173,9 +173,9 @@ def vacuum(url: str) -> None:
     """VACUUM ANALYZE the tables a level churns (each turn updates its
     conversation twice and its reply several times; each run deletes the last
     one's rows). A production server's autovacuum does this in the background;
-    a test machine's PostgreSQL may run without it (this one: autovacuum = off),
-    and the dead rows then slow every later level and run: 44,000 dead rows in
-    a 410-row message table made a turn 15-25 % dearer within an hour."""
+    a test machine's PostgreSQL may run without it (one had autovacuum = off
+    and, after an hour of runs, 44,000 dead rows in a 410-row message table),
+    and the dead rows then slow every later level and run."""
     import psycopg
     from psycopg import sql
 
