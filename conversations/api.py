@@ -231,6 +231,18 @@ def flush_interval() -> float:
     return float(interval)
 
 
+def _next_flush(now: float, every: float) -> float:
+    """When a reply's next delta may go, after one sent at `now`: `every` seconds
+    on, as the instant its provider's connection is next read (the reads are
+    paced to `every` on the grid of CHAT_STREAM_FLUSH_SECONDS: _pump), less half
+    a step of that grid. What that read brings then goes out at once, in the
+    same wake-up of the event loop as the read, with no timer of its own."""
+    grid = settings.CHAT_STREAM_FLUSH_SECONDS
+    if every <= 0 or grid <= 0:
+        return now + max(every, 0.0)
+    return transport.on_grid(now + every, grid) - grid / 2
+
+
 class _Checkpoints:
     """The text of the replies this process is streaming, saved every
     CHECKPOINT_SECONDS so that a process that dies mid-reply loses little of it
@@ -293,7 +305,7 @@ async def _pump(stream: AsyncIterable[Any], queue: asyncio.Queue[Any]) -> None:
     what arrives meanwhile would wait for the next flush anyway, and one read of
     several tokens costs a fraction of one read per token. The first token is
     read as soon as it comes."""
-    pacer = transport.paced_reads()
+    pacer = transport.paced_reads(grid=settings.CHAT_STREAM_FLUSH_SECONDS)
     try:
         async for event in stream:
             if isinstance(event, TextDelta):
@@ -351,7 +363,8 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
     usage_final = False
     # Deltas that arrive within flush_interval() of the last one sent go out
     # together: one event (one JSON encoding, one write) per interval instead of
-    # one per token. The first goes at once.
+    # one per token. The first goes at once; the others on the instants the
+    # provider's connection is read at (_next_flush).
     flush_every = flush_interval()
     heartbeat = settings.CHAT_HEARTBEAT_SECONDS
     flush_at = 0.0
@@ -399,7 +412,7 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
                 yield _sse("delta", {"text": "".join(unsent)})
                 unsent.clear()
                 flush_every = flush_interval()
-                flush_at = now + flush_every
+                flush_at = _next_flush(now, flush_every)
                 quiet_until = now + heartbeat
                 continue
             if queue.empty():

@@ -12,6 +12,9 @@ asks, through `paced_reads()`, that a connection be read at most once per
 interval. Tokens that arrive meanwhile wait in the kernel's socket buffer and
 are then read, parsed and handed on together: one wake-up for several tokens,
 and the chat stream sends them on together anyway (CHAT_STREAM_FLUSH_SECONDS).
+The reads are made on the instants of a grid that all paced connections share
+(`on_grid`), so that one wake-up of the event loop serves every connection due
+then, rather than each connection waking it at an instant of its own.
 
 What it supports is what the provider calls need: HTTP/1.1 over TCP or TLS (the
 stdlib `ssl` module with httpx2's default context: certificates and host names
@@ -41,21 +44,38 @@ _UNSAFE_HEADER_BYTES = re.compile(rb"[\r\n\0]")
 Origin = tuple[str, str, int, str]
 
 
+def on_grid(when: float, step: float) -> float:
+    """The instant nearest `when` on a grid of `step` seconds of the event loop's
+    clock (`when` itself for no grid). Timers set for one instant run in one
+    wake-up of the loop, however many connections or replies set them; a wake-up
+    is dear where waking a sleeping process costs tens of microseconds of CPU
+    (docs/performance.md)."""
+    return round(when / step) * step if step > 0 else when
+
+
 @dataclass(slots=True)
 class Pacer:
     """How often a paced caller's connections may be read: `interval` seconds
-    (0: as data comes). The caller raises it once pacing no longer costs latency."""
+    (0: as data comes), at instants on a grid of `grid` seconds (on_grid) that
+    all of the process's paced connections share, so that the reads due at one
+    instant are made in one wake-up. The caller raises the interval once pacing
+    no longer costs latency."""
 
     interval: float = 0.0
+    grid: float = 0.0
+
+    def resume_at(self, now: float) -> float:
+        """When a connection paused at `now` is read again."""
+        return on_grid(now + self.interval, self.grid)
 
 
 _pacer: contextvars.ContextVar[Pacer | None] = contextvars.ContextVar("read_pacer", default=None)
 
 
-def paced_reads() -> Pacer:
+def paced_reads(grid: float = 0.0) -> Pacer:
     """Responses to requests made from now on in this context (this task) are read
-    at the returned pacer's interval, which starts at 0."""
-    pacer = Pacer()
+    at the returned pacer's interval, which starts at 0, on instants of `grid`."""
+    pacer = Pacer(grid=grid)
     _pacer.set(pacer)
     return pacer
 
@@ -113,7 +133,7 @@ class _Connection(asyncio.Protocol):
             assert self.transport is not None
             self._paused = True
             self.transport.pause_reading()
-            self.loop.call_later(pacer.interval, self._resume)
+            self.loop.call_at(pacer.resume_at(self.loop.time()), self._resume)
 
     def _resume(self) -> None:
         self._paused = False

@@ -161,6 +161,20 @@ def test_the_flush_interval_is_each_reply_s_share_of_the_process_s_events(
     assert api.flush_interval() == 0
 
 
+def test_the_next_delta_may_go_at_the_instant_the_provider_is_next_read(settings: Any) -> None:
+    # Reads are paced to the same interval on the grid of the flush setting
+    # (providers.transport.Pacer): what the next read brings goes out at once.
+    from providers.transport import Pacer
+
+    settings.CHAT_STREAM_FLUSH_SECONDS = 0.05
+    for sent, every in [(100.003, 0.2), (100.02, 0.05), (7.31, 0.137)]:
+        read = Pacer(interval=every, grid=0.05).resume_at(sent - 0.001)  # read, then sent
+        assert api._next_flush(sent, every) <= read
+        assert api._next_flush(sent, every) > sent + every - 0.05
+    settings.CHAT_STREAM_FLUSH_SECONDS = 0  # no pacing, no grid: every chunk at once
+    assert api._next_flush(5.0, 0) == 5.0
+
+
 async def test_without_coalescing_each_chunk_is_an_event(
     signed_in: Any, openai_key: None, mock_provider: Any, settings: Any
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, cast
 import httpx2
 import pytest
 
-from providers.transport import ProviderTransport, paced_reads
+from providers.transport import Pacer, ProviderTransport, on_grid, paced_reads
 
 pytestmark = pytest.mark.anyio
 
@@ -243,6 +244,37 @@ async def test_paced_reads_join_what_arrives_within_the_interval() -> None:
     # The first read comes at once; the other nine pieces wait and come together.
     assert b"".join(parts) == b"0,1,2,3,4,5,6,7,8,9,"
     assert len(parts) <= 3
+
+
+def test_paced_reads_resume_on_the_grid_every_paced_connection_shares() -> None:
+    assert on_grid(10.04, 0.05) == pytest.approx(10.05)
+    assert on_grid(10.02, 0.05) == pytest.approx(10.0)
+    assert on_grid(10.02, 0) == 10.02  # no grid
+    pacer = Pacer(interval=0.2, grid=0.05)
+    # Paused at different moments, connections are read again at the same instants.
+    assert pacer.resume_at(100.003) == pacer.resume_at(100.019) == pytest.approx(100.2)
+    assert pacer.resume_at(100.03) == pytest.approx(100.25)
+    assert Pacer(interval=0.2).resume_at(100.003) == pytest.approx(100.203)
+
+
+async def test_paced_reads_are_made_on_the_instants_of_the_grid() -> None:
+    server, state = await _serve(_chunked([b"%d," % n for n in range(40)], pause=0.01))
+    loop = asyncio.get_running_loop()
+    async with server, _client() as client:
+        pacer = paced_reads(grid=0.1)
+        pacer.interval = 0.1
+        # Start half-way between two instants of the grid: reads paced from the
+        # first one (and not to the grid) would all come half a step off it.
+        await asyncio.sleep(math.floor(loop.time() * 10) / 10 + 0.15 - loop.time())
+        read_at = []
+        async with client.stream("GET", state.url) as response:
+            async for _ in response.aiter_raw():
+                read_at.append(loop.time())
+    # After the first read (at once), each read follows a resume on the grid: in
+    # the same wake-up of the loop, a moment after the instant.
+    offsets = [t - on_grid(t, 0.1) for t in read_at[1:-1]]
+    assert len(offsets) >= 2
+    assert all(0 <= offset < 0.04 for offset in offsets), offsets
 
 
 async def test_tls_checks_the_certificate_and_the_host_name(tmp_path: Path) -> None:
