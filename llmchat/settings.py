@@ -158,11 +158,15 @@ elif _db["ENGINE"] == "django.db.backends.postgresql" and env.bool("DATABASE_POO
     # not help (and leaks connections per thread). psycopg's pool keeps a bounded
     # set of open connections per process instead. Turn it off (DATABASE_POOL=
     # false) behind an external pooler such as PgBouncer.
+    from llmchat.dbpool import check_connection
+
     _db["CONN_MAX_AGE"] = 0
     _db.setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        # A round trip only for a suspect connection (llmchat/dbpool.py).
+        "check": check_connection,
     }
 _db["CONN_HEALTH_CHECKS"] = True
 

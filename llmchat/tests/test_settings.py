@@ -129,7 +129,8 @@ def test_the_default_database_is_a_sqlite_file_under_var(tmp_path: Path) -> None
 def test_postgresql_uses_a_connection_pool() -> None:
     env = {**PRODUCTION, "DATABASE_URL": "postgres://u:p@db.internal:5432/llmchat"}
     options = setting("DATABASES['default']['OPTIONS']", env)
-    assert "'pool': {'min_size': 2, 'max_size': 20, 'timeout': 10.0}" in options
+    assert "'pool': {'min_size': 2, 'max_size': 20, 'timeout': 10.0, 'check': <function" in options
+    assert "check_connection" in options  # llmchat.dbpool's
     assert setting("DATABASES['default']['CONN_MAX_AGE']", env) == "0"
     env["DATABASE_POOL"] = "false"
     assert "pool" not in setting("DATABASES['default'].get('OPTIONS', {})", env)
