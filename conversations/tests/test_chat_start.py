@@ -170,3 +170,22 @@ def test_a_conversation_a_dead_stream_left_is_swept_then_taken(keyed: Any, setti
     with pytest.raises(services.ChatRefused) as exc:
         start(keyed, conversation_id=pk, message="Three")
     assert exc.value.code == "busy"
+
+
+def test_a_failure_after_taking_the_conversation_leaves_it_free(
+    keyed: Any, monkeypatch: Any
+) -> None:
+    first = start(keyed, message="One")
+    finish(first)
+    pk = first.conversation.pk
+
+    def broken(conversation: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(services, "_history", broken)
+    with pytest.raises(RuntimeError):
+        start(keyed, conversation_id=pk, message="Two")
+    assert Conversation.objects.get(pk=pk).busy_until is None  # free for the next message
+    assert Message.objects.filter(conversation_id=pk).count() == 2
+    monkeypatch.undo()
+    finish(start(keyed, conversation_id=pk, message="Two"))
