@@ -3,8 +3,8 @@
 Django's default with `CONN_HEALTH_CHECKS` is psycopg's `check_connection`: an
 empty query, a round trip to the server, on every loan. A chat turn borrows a
 connection three or four times (the request, the checkpoints, the final save),
-so that was one round trip in ten on the way to the provider's first token
-(docs/performance.md).
+and the request's check was one of the nine round trips before the provider's
+first token (docs/performance.md).
 """
 
 from __future__ import annotations
