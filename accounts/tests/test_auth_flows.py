@@ -178,3 +178,40 @@ def test_pages_need_a_signed_in_user(client: Client) -> None:
         response = client.get(url)
         assert response.status_code == 302, url
         assert response["Location"].startswith("/accounts/login/?next="), url
+
+
+@pytest.mark.django_db
+def test_sessions_in_the_shared_cache_end_with_sign_out(alice: Any) -> None:
+    # With REDIS_URL, sessions are read from Redis (cached_db): signing out must
+    # end the session there too, for every process that reads it.
+    import os
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        if os.environ.get("CI"):
+            pytest.fail("Redis is not running on 127.0.0.1:6379")
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    redis = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/13",
+            "KEY_PREFIX": f"test-sessions-{os.getpid()}",
+        }
+    }
+    with override_settings(
+        CACHES=redis, SESSION_ENGINE="django.contrib.sessions.backends.cached_db"
+    ):
+        from django.core.cache import cache
+
+        client = Client()
+        client.force_login(alice)
+        key = client.cookies["sessionid"].value
+        assert cache.get(f"django.contrib.sessions.cached_db{key}") is not None
+        assert client.get("/").status_code == 200
+        client.post("/accounts/logout/")
+        assert cache.get(f"django.contrib.sessions.cached_db{key}") is None
+        stolen = Client()
+        stolen.cookies["sessionid"] = key  # the old cookie, kept by someone
+        assert stolen.get("/").status_code == 302  # to sign in

@@ -142,6 +142,9 @@ def test_redis_url_selects_the_redis_cache() -> None:
     assert "django.core.cache.backends.redis.RedisCache" in caches
     assert "redis://127.0.0.1:6379/3" in caches
     assert "LocMemCache" in setting("CACHES", PRODUCTION)
+    # Sessions from the shared cache, never from one process's own memory.
+    assert setting("SESSION_ENGINE", env) == "'django.contrib.sessions.backends.cached_db'"
+    assert setting("SESSION_ENGINE", PRODUCTION) == "'django.contrib.sessions.backends.db'"
 
 
 def test_email_is_console_by_default_and_smtp_from_email_url() -> None:
