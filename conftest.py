@@ -1,6 +1,7 @@
 """Test-wide fixtures. The network guard lives here: tests talk to loopback only."""
 
 import ipaddress
+import os
 import socket
 from typing import Any
 
@@ -66,6 +67,20 @@ def _fresh_cache() -> None:
     from django.core.cache import cache
 
     cache.clear()
+
+
+REDIS = ("127.0.0.1", 6379)
+
+
+def require_redis() -> None:
+    """Skip the calling test when Redis is not on 127.0.0.1:6379; fail it in CI,
+    whose machine runs Redis."""
+    try:
+        socket.create_connection(REDIS, timeout=1).close()
+    except OSError:
+        if os.environ.get("CI"):
+            pytest.fail("Redis is not running on 127.0.0.1:6379")
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
 
 
 PASSWORD = "correct horse battery staple"

@@ -8,7 +8,7 @@ from django.core import mail
 from django.test import Client, override_settings
 
 from accounts.models import User
-from conftest import PASSWORD
+from conftest import PASSWORD, require_redis
 
 NEW_PASSWORD = "a different long passphrase"
 
@@ -185,14 +185,8 @@ def test_sessions_in_the_shared_cache_end_with_sign_out(alice: Any) -> None:
     # With REDIS_URL, sessions are read from Redis (cached_db): signing out must
     # end the session there too, for every process that reads it.
     import os
-    import socket
 
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError:
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not running on 127.0.0.1:6379")
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    require_redis()
     redis = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -1,7 +1,6 @@
 """The cache-backed limits, in-process and across two processes sharing Redis."""
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -10,10 +9,9 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from conftest import require_redis
 from llmchat import ratelimit
 from llmchat.tests.test_settings import BASE_DIR
-
-REDIS = ("127.0.0.1", 6379)
 
 
 def test_parse_rate() -> None:
@@ -56,19 +54,8 @@ print(allowed, slots)
 """
 
 
-def redis_up() -> bool:
-    try:
-        with socket.create_connection(REDIS, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def test_limits_hold_across_two_processes_sharing_redis() -> None:
-    if not redis_up():
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not running on 127.0.0.1:6379")
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    require_redis()
     key = f"test-{uuid.uuid4().hex}"
     env: dict[str, Any] = {
         "PATH": os.environ["PATH"],
