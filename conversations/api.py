@@ -231,13 +231,24 @@ def flush_interval() -> float:
     return float(interval)
 
 
+MAX_GRID_SECONDS = 0.05
+
+
+def _grid() -> float:
+    """The step of the grid that every stream's paced reads and deltas are put
+    on (providers.transport.on_grid): CHAT_STREAM_FLUSH_SECONDS, but never more
+    than MAX_GRID_SECONDS, so that rounding to it moves a read or a delta by
+    25 ms at most, however long the flush interval is set."""
+    return min(settings.CHAT_STREAM_FLUSH_SECONDS, MAX_GRID_SECONDS)
+
+
 def _next_flush(now: float, every: float) -> float:
     """When a reply's next delta may go, after one sent at `now`: `every` seconds
     on, as the instant its provider's connection is next read (the reads are
-    paced to `every` on the grid of CHAT_STREAM_FLUSH_SECONDS: _pump), less half
-    a step of that grid. What that read brings then goes out at once, in the
-    same wake-up of the event loop as the read, with no timer of its own."""
-    grid = settings.CHAT_STREAM_FLUSH_SECONDS
+    paced to `every` on the grid: _pump), less half a step of the grid. What
+    that read brings then goes out at once, in the same wake-up of the event
+    loop as the read, with no timer of its own."""
+    grid = _grid()
     if every <= 0 or grid <= 0:
         return now + max(every, 0.0)
     return transport.on_grid(now + every, grid) - grid / 2
@@ -305,7 +316,7 @@ async def _pump(stream: AsyncIterable[Any], queue: asyncio.Queue[Any]) -> None:
     what arrives meanwhile would wait for the next flush anyway, and one read of
     several tokens costs a fraction of one read per token. The first token is
     read as soon as it comes."""
-    pacer = transport.paced_reads(grid=settings.CHAT_STREAM_FLUSH_SECONDS)
+    pacer = transport.paced_reads(grid=_grid())
     try:
         async for event in stream:
             if isinstance(event, TextDelta):

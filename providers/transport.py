@@ -8,10 +8,11 @@ Here a connection is an asyncio protocol and responses are parsed by httptools
 (llhttp, the parser uvicorn uses): a read is one callback.
 
 Reads can also be *paced*: once a reply is flowing, the caller (the chat stream)
-asks, through `paced_reads()`, that a connection be read at most once per
-interval. Tokens that arrive meanwhile wait in the kernel's socket buffer and
-are then read, parsed and handed on together: one wake-up for several tokens,
-and the chat stream sends them on together anyway (CHAT_STREAM_FLUSH_SECONDS).
+asks, through `paced_reads()`, that a connection be read about once per
+interval (on a grid, below: up to half a step of it sooner or later). Tokens
+that arrive meanwhile wait in the kernel's socket buffer and are then read,
+parsed and handed on together: one wake-up for several tokens, and the chat
+stream sends them on together anyway (CHAT_STREAM_FLUSH_SECONDS).
 The reads are made on the instants of a grid that all paced connections share
 (`on_grid`), so that one wake-up of the event loop serves every connection due
 then, rather than each connection waking it at an instant of its own.

@@ -171,6 +171,10 @@ def test_the_next_delta_may_go_at_the_instant_the_provider_is_next_read(settings
         read = Pacer(interval=every, grid=0.05).resume_at(sent - 0.001)  # read, then sent
         assert api._next_flush(sent, every) <= read
         assert api._next_flush(sent, every) > sent + every - 0.05
+    # A long flush interval keeps a fine grid: the next delta is not brought
+    # forward by half of that interval.
+    settings.CHAT_STREAM_FLUSH_SECONDS = 0.3
+    assert api._next_flush(100.003, 0.3) > 100.003 + 0.3 - 0.05
     settings.CHAT_STREAM_FLUSH_SECONDS = 0  # no pacing, no grid: every chunk at once
     assert api._next_flush(5.0, 0) == 5.0
 
