@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, TextField, Value, When
+from django.db.models import Case, F, Q, QuerySet, TextField, Value, When
 from django.http import Http404
 from django.utils import timezone
 
@@ -27,7 +28,7 @@ from accounts import budgets
 from conversations.markdown import render_markdown
 from conversations.models import Conversation, KeySource, Message, Status, UsageRecord
 from llmchat import metrics, ratelimit
-from llmchat.db import update_returning
+from llmchat.db import can_take_and_add, take_and_add, update_returning
 from pricing.calculator import calculate_cost
 from pricing.models import price_for
 from providers import registry
@@ -263,14 +264,46 @@ def _open_turn(
     ("generating"), in one transaction of as few queries as the turn allows: each
     one is a round trip on the way to the provider's first token. Continuing a
     conversation is three (take it and read it back, read its history, insert
-    both messages); a repeated client_message_id is caught by the unique
+    both messages), sent in one round trip on PostgreSQL (_continue); a
+    repeated client_message_id is caught by the unique
     constraint, and an unusual case (a busy, stale, missing or foreign
     conversation, a retry) costs its queries after the fact."""
     now = timezone.now()
     title = _title_from(message)
+    history: list[ChatMessage]
+    # Before the conversation is taken: after it, nothing is left that can fail.
+    max_output_tokens = _max_output_tokens(provider, model)
     take_stale = False
     while True:
+        user_message, assistant = _new_messages(
+            message=None if regenerate else message,
+            client_message_id=client_message_id,
+            provider=provider,
+            model=model,
+            key_source=creds.key_source,
+            now=now,
+        )
         try:
+            if (
+                conversation_id is not None
+                and not regenerate
+                and not take_stale
+                and can_take_and_add(Conversation.objects.db)
+            ):
+                # The usual turn (PostgreSQL): one round trip instead of five.
+                assert user_message is not None
+                conversation, history = _continue(
+                    user,
+                    conversation_id,
+                    user_message,
+                    assistant,
+                    provider=provider,
+                    model=model,
+                    system_prompt=system_prompt,
+                    title=title,
+                    now=now,
+                )
+                break
             with transaction.atomic():
                 if conversation_id is None:
                     if client_message_id and _client_id_used(user, client_message_id):
@@ -278,7 +311,7 @@ def _open_turn(
                     conversation = _new_conversation(
                         user, provider, model, system_prompt, title, now
                     )
-                    history: list[ChatMessage] = []
+                    history = []
                 else:
                     conversation = _take_conversation(
                         user,
@@ -297,15 +330,7 @@ def _open_turn(
                     history.append(ChatMessage("user", message))
                 if not history or history[-1].role != "user":
                     raise ChatRefused(400, "nothing_to_answer", "There is no message to answer.")
-                user_message, assistant = _save_messages(
-                    conversation,
-                    message=None if regenerate else message,
-                    client_message_id=client_message_id,
-                    provider=provider,
-                    model=model,
-                    key_source=creds.key_source,
-                    now=now,
-                )
+                _save_messages(conversation, user_message, assistant)
             break
         except (_Repeated, IntegrityError):  # the constraint on (conversation, client id)
             # This client_message_id was sent before (a retry, a double click):
@@ -336,7 +361,7 @@ def _open_turn(
         model=model,
         messages=history,
         system=conversation.system_prompt,
-        max_output_tokens=_max_output_tokens(provider, model),
+        max_output_tokens=max_output_tokens,
     )
     return Turn(conversation, user_message, assistant, request, creds, now)
 
@@ -381,9 +406,65 @@ def _take_conversation(
     """The user's conversation, taken for this turn (busy_until) and updated for
     it, read back by the same query; _NotTaken if it is not free (or not theirs).
     A stale taking (its turn's process died) is taken over with `take_stale`."""
+    taken = update_returning(
+        _free_conversation(user, conversation_id, now, take_stale=take_stale),
+        **_take_changes(provider, model, system_prompt, title, now),
+    )
+    if not taken:
+        raise _NotTaken
+    conversation = taken[0]
+    conversation.user = user  # known: no query for it later (the ledger row)
+    return conversation
+
+
+def _continue(
+    user: User,
+    conversation_id: int,
+    user_message: Message,
+    assistant: Message,
+    *,
+    provider: str,
+    model: str,
+    system_prompt: str | None,
+    title: str,
+    now: datetime,
+) -> tuple[Conversation, list[ChatMessage]]:
+    """What _open_turn does to continue a conversation — take it, save the
+    turn's two new messages, read its history — in one round trip to PostgreSQL
+    (llmchat.db.take_and_add): the user's conversation and the history to send,
+    or _NotTaken and nothing saved if it is not free (or not theirs)."""
+    conversation, rows = take_and_add(
+        _free_conversation(user, conversation_id, now),
+        _take_changes(provider, model, system_prompt, title, now),
+        children=[user_message, assistant],
+        link="conversation",
+        then=_messages_of(conversation_id, user).values_list("id", "role", "content", "status"),
+    )
+    if conversation is None:
+        raise _NotTaken
+    conversation.user = user  # known: no query for it later (the ledger row)
+    user_message.conversation = assistant.conversation = conversation
+    new = {user_message.pk, assistant.pk}
+    history = _history_of([row[1:] for row in rows if row[0] not in new])
+    history.append(ChatMessage("user", user_message.content))
+    return conversation, history
+
+
+def _free_conversation(
+    user: User, conversation_id: int, now: datetime, *, take_stale: bool = False
+) -> QuerySet[Conversation]:
+    """The user's conversation, if it is free to take (or its taking is stale,
+    with `take_stale`)."""
     free = Q(busy_until__isnull=True)
     if take_stale:
         free |= Q(busy_until__lt=now)
+    return Conversation.objects.filter(free, pk=conversation_id, user=user)
+
+
+def _take_changes(
+    provider: str, model: str, system_prompt: str | None, title: str, now: datetime
+) -> dict[str, Any]:
+    """What taking a conversation for a turn changes in it."""
     changes: dict[str, Any] = {
         "busy_until": now + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS),
         "updated": now,
@@ -394,18 +475,19 @@ def _take_conversation(
     }
     if system_prompt is not None:
         changes["system_prompt"] = system_prompt
-    taken = update_returning(
-        Conversation.objects.filter(free, pk=conversation_id, user=user), **changes
-    )
-    if not taken:
-        raise _NotTaken
-    conversation = taken[0]
-    conversation.user = user  # known: no query for it later (the ledger row)
-    return conversation
+    return changes
 
 
-def _save_messages(
-    conversation: Conversation,
+def _save_messages(conversation: Conversation, *messages: Message | None) -> None:
+    """A turn's new messages (_new_messages), in one INSERT; the first gets the
+    lower id."""
+    rows = [m for m in messages if m is not None]
+    for row in rows:
+        row.conversation = conversation
+    Message.objects.bulk_create(rows)
+
+
+def _new_messages(
     *,
     message: str | None,
     client_message_id: str,
@@ -414,21 +496,14 @@ def _save_messages(
     key_source: str,
     now: datetime,
 ) -> tuple[Message | None, Message]:
-    """The user's message (none when regenerating) and the reply's row, in one
-    INSERT; the user's gets the lower id."""
+    """A turn's user message (none without a message: regenerating) and its
+    reply's row ("generating"), not saved yet."""
     user_message = None
-    rows = []
     if message is not None:
         user_message = Message(
-            conversation=conversation,
-            role="user",
-            content=message,
-            client_message_id=client_message_id,
-            created=now,
+            role="user", content=message, client_message_id=client_message_id, created=now
         )
-        rows.append(user_message)
     assistant = Message(
-        conversation=conversation,
         role="assistant",
         status=Status.GENERATING,
         provider=provider,
@@ -436,8 +511,6 @@ def _save_messages(
         key_source=key_source,
         created=now,
     )
-    rows.append(assistant)
-    Message.objects.bulk_create(rows)
     return user_message, assistant
 
 
@@ -450,13 +523,26 @@ def _drop_last_reply(conversation: Conversation) -> None:
         last.delete()
 
 
+def _messages_of(conversation_id: int, user: User) -> QuerySet[Message]:
+    """A conversation's messages in order, if it is the user's (none otherwise)."""
+    return Message.objects.filter(
+        conversation_id=conversation_id, conversation__user=user
+    ).order_by("id")
+
+
 def _history(conversation: Conversation, *, before: int | None = None) -> list[ChatMessage]:
-    messages = conversation.messages.all()
+    messages = _messages_of(conversation.pk, conversation.user)
     if before is not None:
         messages = messages.filter(id__lt=before)
-    history = []
     # Tuples, not model instances: a long conversation is read on every turn.
-    for role, content, status in messages.values_list("role", "content", "status"):
+    return _history_of(messages.values_list("role", "content", "status"))
+
+
+def _history_of(rows: Iterable[tuple[str, str, str]]) -> list[ChatMessage]:
+    """The messages of a conversation the provider is sent, from its (role,
+    content, status) rows in order."""
+    history = []
+    for role, content, status in rows:
         if role == "assistant" and (status in (Status.ERROR, Status.GENERATING) or not content):
             continue  # failed, empty, or an unfinished reply (a dead stream's)
         history.append(ChatMessage(role, content))  # type: ignore[arg-type]

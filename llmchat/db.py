@@ -1,10 +1,16 @@
-"""What the ORM does not offer in public: an UPDATE that returns the rows it changed."""
+"""What the ORM does not offer in public: an UPDATE that returns the rows it changed,
+and (PostgreSQL) a row taken, its new children added and a read made, in one round trip."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
 
-from django.db.models import Model, QuerySet
+from django.db import connections, transaction
+from django.db.models import ForeignKey, Model, QuerySet
+from django.db.models.sql import UpdateQuery
+from psycopg.pq import TransactionStatus
 
 
 def update_returning[M: Model](queryset: QuerySet[M], **changes: Any) -> list[M]:
@@ -23,3 +29,139 @@ def update_returning[M: Model](queryset: QuerySet[M], **changes: Any) -> list[M]
     rows = queryset._update(values, returning_fields=fields)  # type: ignore[attr-defined]
     names = [f.attname for f in fields]
     return [queryset.model.from_db(queryset.db, names, row) for row in rows]
+
+
+def can_take_and_add(using: str = "default") -> bool:
+    """Whether `take_and_add` works on this database: PostgreSQL (psycopg 3)."""
+    return connections[using].vendor == "postgresql"
+
+
+def take_and_add[M: Model](
+    queryset: QuerySet[M],
+    changes: dict[str, Any],
+    *,
+    children: Sequence[Model],
+    link: str,
+    then: QuerySet[Any],
+) -> tuple[M | None, list[Any]]:
+    """PostgreSQL only (`can_take_and_add`). In one transaction, sent in one
+    round trip (psycopg's pipeline mode: BEGIN, two statements and COMMIT sent
+    together, one wait for their results):
+
+    - `update_returning(queryset, **changes)` for the one row it matches (the row,
+      or None when nothing matched);
+    - only if it matched, `children` inserted, their `link` foreign key set to
+      that row (their primary keys set here, ascending in list order); these
+      two are one statement (`WITH taken AS (UPDATE ... RETURNING ...) INSERT
+      ... SELECT ... FROM taken`);
+    - then the query `then`, its rows returned ([] when nothing matched). It is
+      a statement of its own, so it sees the children, and a row the UPDATE had
+      to wait for (another transaction had changed it) as that transaction
+      committed it.
+
+    An error (a unique constraint: Django's IntegrityError) rolls it all back.
+    Inside a transaction (`atomic`) it runs in a savepoint instead, as `atomic`
+    would. The UPDATE and `then` are Django's own compilation; only the
+    INSERT's SELECT is written here, each value cast to its column's type."""
+    db = queryset.db
+    connection = connections[db]
+    model = queryset.model
+    meta = model._meta
+    child_model = type(children[0])
+    child_meta = child_model._meta
+
+    # The UPDATE ... RETURNING, as update_returning would run it.
+    update = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
+    values: list[Any] = [(meta.get_field(name), None, v) for name, v in changes.items()]
+    update.add_update_fields(values)
+    update.annotations = {}
+    returning = list(meta.concrete_fields)
+    update_compiler = update.get_compiler(db)
+    update_compiler.returning_fields = returning
+    update_sql, update_params = update_compiler.as_sql()
+
+    # The children, typed, in a VALUES list joined to the taken row.
+    def qn(field: Any) -> str:
+        return str(connection.ops.quote_name(field.column))
+
+    link_field = child_meta.get_field(link)
+    assert isinstance(link_field, ForeignKey)
+    columns = [f for f in child_meta.concrete_fields if f is not link_field and not f.primary_key]
+    row_sql = ", ".join(["%s"] + [f"%s::{f.cast_db_type(connection)}" for f in columns])
+    values_sql = ", ".join(f"({row_sql})" for _ in children)
+    values_params: list[Any] = []
+    for n, child in enumerate(children):
+        values_params.append(n)
+        for f in columns:
+            values_params.append(
+                f.get_db_prep_save(f.pre_save(child, add=True), connection=connection)
+            )
+    names = ", ".join(qn(f) for f in columns)
+    v_names = ", ".join(f'"v".{qn(f)}' for f in columns)
+    child_pk = qn(child_meta.pk)
+    table = connection.ops.quote_name(child_meta.db_table)
+    # Identifiers quoted by the backend, SQL compiled by Django, values as parameters.
+    sql = (
+        f'WITH "taken" AS ({update_sql}), '  # noqa: S608
+        f'"added" AS (INSERT INTO {table} ({qn(link_field)}, {names}) '
+        f'SELECT "taken".{qn(meta.pk)}, {v_names} FROM "taken" '
+        f'CROSS JOIN (VALUES {values_sql}) AS "v" ("n", {names}) ORDER BY "v"."n" '
+        f"RETURNING {child_pk}) "
+        f'SELECT "taken".*, ARRAY(SELECT {child_pk} FROM "added" ORDER BY {child_pk}) '
+        f'FROM "taken"'
+    )
+    read_compiler = then.query.get_compiler(db)
+    read_sql, read_params = read_compiler.as_sql()
+
+    with connection.cursor() as taking, connection.cursor() as reading:
+        if connection.in_atomic_block:  # a savepoint, as atomic() would make
+            with transaction.atomic(using=db), _pipeline(connection) as sync:
+                taking.execute(sql, (*update_params, *values_params))
+                reading.execute(read_sql, read_params)
+                sync()
+                taken, read = taking.fetchall(), reading.fetchall()
+        else:
+            raw = connection.connection
+            try:
+                with _pipeline(connection) as sync:
+                    raw.execute("BEGIN")
+                    taking.execute(sql, (*update_params, *values_params))
+                    reading.execute(read_sql, read_params)
+                    raw.execute("COMMIT")
+                    sync()
+                    taken, read = taking.fetchall(), reading.fetchall()
+            finally:
+                if raw.info.transaction_status != TransactionStatus.IDLE:
+                    raw.execute("ROLLBACK")  # what failed ended the pipeline
+    if not taken:
+        return None, []
+    [row] = taken
+    cols = [f.get_col(meta.db_table) for f in returning]
+    converters = update_compiler.get_converters(cols)
+    fields = list(row[: len(returning)])
+    if converters:
+        [fields] = update_compiler.apply_converters([fields], converters)
+    instance = model.from_db(db, [f.attname for f in returning], fields)
+    ids = row[len(returning)]
+    for child, pk in zip(children, ids, strict=True):
+        child.pk = pk
+        setattr(child, link_field.attname, instance.pk)
+        child._state.adding = False
+        child._state.db = db
+    return instance, list(read_compiler.results_iter(results=[read]))
+
+
+@contextmanager
+def _pipeline(connection: Any) -> Iterator[Callable[[], None]]:
+    """psycopg's pipeline mode on a Django connection: the statements executed in
+    the block are sent together, and `sync()` waits for all their results (the
+    first error raised, as Django's error: IntegrityError...). Syncing
+    explicitly, not on leaving the block, keeps psycopg from logging a warning
+    when a statement fails."""
+    with connection.connection.pipeline() as pipeline:
+
+        def sync() -> None:
+            with connection.wrap_database_errors:
+                pipeline.sync()
+
+        yield sync

@@ -1,4 +1,5 @@
-"""llmchat.db.update_returning: an UPDATE that reads its rows back, in one query.
+"""llmchat.db: update_returning, an UPDATE that reads its rows back, in one query;
+take_and_add, a row taken, children added and a read, in one round trip (PostgreSQL).
 
 It relies on a Django internal (QuerySet._update with returning_fields); these
 tests run on SQLite in `make test` and on PostgreSQL in CI, and fail if an
@@ -7,14 +8,16 @@ upgrade changes it."""
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
-from django.db import connection
+from django.db import IntegrityError, ProgrammingError, connection, transaction
 from django.db.models import Case, F, Value, When
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from psycopg.pq import TransactionStatus
 
-from conversations.models import Conversation
-from llmchat.db import update_returning
+from conversations.models import Conversation, Message
+from llmchat.db import take_and_add, update_returning
 
 pytestmark = pytest.mark.django_db
 
@@ -61,3 +64,126 @@ def test_every_matched_row_comes_back(alice: Any) -> None:
     first, second = conversation(alice, title="a"), conversation(alice, title="b")
     rows = update_returning(Conversation.objects.filter(user=alice), model="m2")
     assert sorted((r.pk, r.model) for r in rows) == [(first.pk, "m2"), (second.pk, "m2")]
+
+
+# --- take_and_add (PostgreSQL) ------------------------------------------------------
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="take_and_add is PostgreSQL's (psycopg pipeline)"
+)
+
+
+def take(c: Conversation, *children: Message, then: Any = None) -> Any:
+    now = timezone.now()
+    return take_and_add(
+        Conversation.objects.filter(pk=c.pk, busy_until__isnull=True),
+        {
+            "busy_until": now + timedelta(minutes=5),
+            "title": Case(When(title="", then=Value("Named")), default=F("title")),
+        },
+        children=list(children),
+        link="conversation",
+        then=then
+        if then is not None
+        else Message.objects.filter(conversation_id=c.pk).values_list("id", "role", "content"),
+    )
+
+
+def messages(*contents: str, client_id: str = "") -> list[Message]:
+    now = timezone.now()
+    return [
+        Message(
+            role="user" if i % 2 == 0 else "assistant",
+            content=text,
+            created=now,
+            client_message_id=client_id if i == 0 else "",
+        )
+        for i, text in enumerate(contents)
+    ]
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_take_and_add_takes_adds_and_reads_in_one_committed_transaction(alice: Any) -> None:
+    c = conversation(alice, title="")
+    Message.objects.create(conversation=c, role="user", content="Earlier")
+    first, second = messages("Hi", "")
+    with CaptureQueriesContext(connection) as queries:
+        taken, rows = take(c, first, second)
+    # Two statements: the taking and the inserting in one, then the read.
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["WITH", "SELECT"]
+    assert isinstance(taken, Conversation)
+    assert taken.pk == c.pk
+    assert taken.title == "Named"  # the expression's result
+    assert taken.busy_until is not None
+    assert taken.user_id == alice.pk
+    # The children: saved, in order, linked; the read sees them.
+    assert first.pk < second.pk
+    assert (first.conversation_id, second.conversation_id) == (c.pk, c.pk)
+    assert not first._state.adding
+    assert [r[1:] for r in rows] == [("user", "Earlier"), ("user", "Hi"), ("assistant", "")]
+    assert [r[0] for r in rows[1:]] == [first.pk, second.pk]
+    # Committed, seen from another connection; this one is idle again.
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    with psycopg.connect(connection.connection.info.dsn) as other:
+        busy = other.execute(
+            "SELECT busy_until FROM conversations_conversation WHERE id = %s", [c.pk]
+        ).fetchone()
+        count = other.execute(
+            "SELECT count(*) FROM conversations_message WHERE conversation_id = %s", [c.pk]
+        ).fetchone()
+    assert busy is not None
+    assert busy[0] == taken.busy_until
+    assert count == (3,)
+
+
+@postgres_only
+def test_take_and_add_adds_nothing_when_nothing_matched(alice: Any) -> None:
+    c = conversation(alice, title="Kept", busy_until=timezone.now())  # taken already
+    first, second = messages("Hi", "")
+    assert take(c, first, second) == (None, [])
+    assert first.pk is None
+    assert second.pk is None
+    assert not Message.objects.filter(conversation=c).exists()
+    c.refresh_from_db()
+    assert c.title == "Kept"
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_read_rolls_the_taking_back(alice: Any) -> None:
+    c = conversation(alice, title="")
+    broken = Message.objects.extra(where=["no_such_column = 1"]).values_list("id")
+    with pytest.raises(ProgrammingError):
+        take(c, *messages("Hi", ""), then=broken)
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    c.refresh_from_db()
+    assert (c.busy_until, c.title) == (None, "")
+    assert not Message.objects.filter(conversation=c).exists()
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_unique_constraint_is_djangos_integrity_error_and_nothing_changes(alice: Any) -> None:
+    c = conversation(alice, title="")
+    Message.objects.create(conversation=c, role="user", content="One", client_message_id="m-1")
+    with pytest.raises(IntegrityError):
+        take(c, *messages("Again", "", client_id="m-1"))
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    c.refresh_from_db()
+    assert c.busy_until is None
+    assert Message.objects.filter(conversation=c).count() == 1
+
+
+@postgres_only
+def test_inside_a_transaction_a_failure_leaves_it_usable(alice: Any) -> None:
+    c = conversation(alice, title="")
+    Message.objects.create(conversation=c, role="user", content="One", client_message_id="m-1")
+    with transaction.atomic():
+        with pytest.raises(IntegrityError):
+            take(c, *messages("Again", "", client_id="m-1"))
+        c.refresh_from_db()  # the transaction goes on (a savepoint was rolled back)
+        assert c.busy_until is None
+        taken, rows = take(c, *messages("Two", ""))
+    assert taken is not None
+    assert len(rows) == 3
