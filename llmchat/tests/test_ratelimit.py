@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
 from conftest import require_redis
@@ -39,6 +40,71 @@ def test_slots() -> None:
     ratelimit.release_slot("u")
     assert ratelimit.acquire_slot("u", 2, 60)
     ratelimit.release_slot("nobody")  # releasing what was never taken is harmless
+
+
+@pytest.fixture
+def redis_cache(settings: Any) -> Any:
+    """The cache on Redis (database 14, emptied), as with REDIS_URL."""
+    require_redis()
+    import redis
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/14",
+            "KEY_PREFIX": "llmchat-test",
+        }
+    }
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/14")
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def test_with_redis_each_count_is_one_round_trip(redis_cache: Any, monkeypatch: Any) -> None:
+    import redis
+
+    rate = ratelimit.Rate(2, 60)
+    ratelimit.hit("warm", rate)  # the first run of each script loads it on the server
+    ratelimit.acquire_slot("warm", 1, 60)
+    ratelimit.release_slot("warm")
+    sent: list[str] = []
+    execute = redis.Redis.execute_command
+
+    def counted(self: Any, *args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return execute(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", counted)
+    assert ratelimit.hit("k", rate, now=120.0) is None
+    assert ratelimit.acquire_slot("u", 2, 60)
+    assert not ratelimit.acquire_slot("u", 1, 60)  # one taken: a limit of 1 is full
+    ratelimit.release_slot("u")
+    assert sent == ["EVALSHA"] * 4
+
+
+def test_with_redis_the_limits_work_as_in_memory(redis_cache: Any) -> None:
+    rate = ratelimit.Rate(2, 60)
+    assert ratelimit.hit("k", rate, now=120.0) is None
+    assert ratelimit.hit("k", rate, now=130.0) is None
+    assert ratelimit.hit("k", rate, now=150.0) == 30
+    assert ratelimit.hit("k", rate, now=180.0) is None  # the next window
+    assert ratelimit.acquire_slot("u", 2, 60)
+    assert ratelimit.acquire_slot("u", 2, 60)
+    assert not ratelimit.acquire_slot("u", 2, 60)
+    ratelimit.release_slot("u")
+    assert ratelimit.acquire_slot("u", 2, 60)
+    ratelimit.release_slot("nobody")  # releasing what was never taken is harmless
+    # The cache's own keys, integers it reads back; each expires.
+    assert cache.get("slots:u") == 2
+    assert cache.get("slots:nobody") is None
+    for key in redis_cache.keys("*"):
+        assert 0 < redis_cache.ttl(key) <= 65
+    # A counter never goes below zero.
+    ratelimit.release_slot("u")
+    ratelimit.release_slot("u")
+    ratelimit.release_slot("u")
+    assert cache.get("slots:u") == 0
 
 
 WORKER = """
