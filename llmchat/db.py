@@ -4,11 +4,12 @@ and (PostgreSQL) a row taken, its new children added and a read made, in one rou
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, cast
 
-from django.db import connections, transaction
-from django.db.models import ForeignKey, Model, QuerySet
+import psycopg
+from django.db import connections, router, transaction
+from django.db.models import CharField, ForeignKey, Model, QuerySet
 from django.db.models.sql import UpdateQuery
 from psycopg.pq import TransactionStatus
 
@@ -49,9 +50,11 @@ def take_and_add[M: Model](
     together, one wait for their results):
 
     - `update_returning(queryset, **changes)` for the one row it matches (the row,
-      or None when nothing matched);
+      or None when nothing matched; `queryset` must not match more, a primary key
+      in its filter);
     - only if it matched, `children` inserted, their `link` foreign key set to
-      that row (their primary keys set here, ascending in list order); these
+      that row (their primary keys set here: PostgreSQL numbers the rows of an
+      INSERT ... SELECT ... ORDER BY in that order, ascending in list order); these
       two are one statement (`WITH taken AS (UPDATE ... RETURNING ...) INSERT
       ... SELECT ... FROM taken`);
     - then the query `then`, its rows returned ([] when nothing matched). It is
@@ -63,7 +66,7 @@ def take_and_add[M: Model](
     Inside a transaction (`atomic`) it runs in a savepoint instead, as `atomic`
     would. The UPDATE and `then` are Django's own compilation; only the
     INSERT's SELECT is written here, each value cast to its column's type."""
-    db = queryset.db
+    db = queryset._db or router.db_for_write(queryset.model)  # type: ignore[attr-defined]
     connection = connections[db]
     model = queryset.model
     meta = model._meta
@@ -87,7 +90,7 @@ def take_and_add[M: Model](
     link_field = child_meta.get_field(link)
     assert isinstance(link_field, ForeignKey)
     columns = [f for f in child_meta.concrete_fields if f is not link_field and not f.primary_key]
-    row_sql = ", ".join(["%s"] + [f"%s::{f.cast_db_type(connection)}" for f in columns])
+    row_sql = ", ".join(["%s"] + [f"%s::{_cast_type(f, connection)}" for f in columns])
     values_sql = ", ".join(f"({row_sql})" for _ in children)
     values_params: list[Any] = []
     for n, child in enumerate(children):
@@ -130,9 +133,9 @@ def take_and_add[M: Model](
                     raw.execute("COMMIT")
                     sync()
                     taken, read = taking.fetchall(), reading.fetchall()
-            finally:
-                if raw.info.transaction_status != TransactionStatus.IDLE:
-                    raw.execute("ROLLBACK")  # what failed ended the pipeline
+            except BaseException:
+                _roll_back(connection)
+                raise
     if not taken:
         return None, []
     [row] = taken
@@ -154,14 +157,30 @@ def take_and_add[M: Model](
 @contextmanager
 def _pipeline(connection: Any) -> Iterator[Callable[[], None]]:
     """psycopg's pipeline mode on a Django connection: the statements executed in
-    the block are sent together, and `sync()` waits for all their results (the
-    first error raised, as Django's error: IntegrityError...). Syncing
-    explicitly, not on leaving the block, keeps psycopg from logging a warning
-    when a statement fails."""
-    with connection.connection.pipeline() as pipeline:
+    the block are sent together, and `sync()` waits for all their results. An
+    error in the block (the first statement's that failed; a broken connection)
+    is raised as Django's (IntegrityError, OperationalError...), which also
+    tells Django that the connection may be unusable. Syncing explicitly, not on
+    leaving the block, keeps psycopg from logging a warning when a statement
+    fails."""
+    with connection.wrap_database_errors, connection.connection.pipeline() as pipeline:
+        yield pipeline.sync
 
-        def sync() -> None:
-            with connection.wrap_database_errors:
-                pipeline.sync()
 
-        yield sync
+def _roll_back(connection: Any) -> None:
+    """End the transaction take_and_add began, after an error: a failed statement
+    leaves it open (and aborted). A broken connection has none to end; one that
+    breaks now is left to Django, which closes an unusable connection."""
+    raw = connection.connection
+    if raw.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        with suppress(psycopg.Error):
+            raw.execute("ROLLBACK")
+
+
+def _cast_type(field: Any, connection: Any) -> str:
+    """The type a value is cast to in take_and_add's VALUES list: the column's,
+    but a character column's without its length, so that a value too long fails
+    in the INSERT, as the ORM's would, instead of being cut by the cast."""
+    if isinstance(field, CharField):
+        return str(connection.ops.cast_char_field_without_max_length)
+    return str(field.cast_db_type(connection))

@@ -106,16 +106,18 @@ _ACQUIRE = """
 local taken = redis.call('INCR', KEYS[1])
 if taken > tonumber(ARGV[1]) then
   redis.call('DECR', KEYS[1])
+  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
   return 0
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# A counter that expired (its process died holding slots) has nothing to give back.
+# A counter that expired (its process died holding slots) has nothing to give back;
+# one is never left below zero.
 _RELEASE = """
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('DECR', KEYS[1]) < 0 then
-  redis.call('SET', KEYS[1], 0, 'KEEPTTL')
+  redis.call('INCR', KEYS[1])
 end
 return 0
 """

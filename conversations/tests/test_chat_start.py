@@ -204,3 +204,36 @@ def test_a_failure_after_taking_the_conversation_leaves_it_free(
     assert Message.objects.filter(conversation_id=pk).count() == 2
     monkeypatch.undo()
     finish(start(keyed, conversation_id=pk, message="Two"))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-round-trip path")
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_turn_commits_and_a_failure_rolls_back(
+    keyed: Any, monkeypatch: Any
+) -> None:
+    # As in production (no test transaction around it): BEGIN ... COMMIT sent
+    # with the statements (llmchat.db.take_and_add), not a savepoint.
+    from psycopg.pq import TransactionStatus
+
+    first = start(keyed, message="One")
+    finish(first)
+    pk = first.conversation.pk
+    asked = start(keyed, conversation_id=pk, message="Two", client_message_id="t-1")
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert [m.content for m in asked.request.messages] == ["One", "Hello!", "Two"]
+    finish(asked)
+    again = start(keyed, conversation_id=pk, message="Two", client_message_id="t-1")
+    assert again.replay  # the unique client id, caught and answered again
+    assert again.assistant_message.pk == asked.assistant_message.pk
+
+    def broken(conversation_id: int, user: Any) -> Any:
+        return Message.objects.filter(pk=conversation_id).extra(where=["no_such_column = 1"])
+
+    monkeypatch.setattr(services, "_messages_of", broken)
+    with pytest.raises(DatabaseError):
+        start(keyed, conversation_id=pk, message="Three")
+    monkeypatch.undo()
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert Conversation.objects.get(pk=pk).busy_until is None
+    assert Message.objects.filter(conversation_id=pk).count() == 4
+    finish(start(keyed, conversation_id=pk, message="Three"))

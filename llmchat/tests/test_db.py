@@ -10,7 +10,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import IntegrityError, ProgrammingError, connection, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    ProgrammingError,
+    connection,
+    transaction,
+)
 from django.db.models import Case, F, Value, When
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -138,6 +145,7 @@ def test_take_and_add_takes_adds_and_reads_in_one_committed_transaction(alice: A
 
 
 @postgres_only
+@pytest.mark.django_db(transaction=True)
 def test_take_and_add_adds_nothing_when_nothing_matched(alice: Any) -> None:
     c = conversation(alice, title="Kept", busy_until=timezone.now())  # taken already
     first, second = messages("Hi", "")
@@ -187,3 +195,31 @@ def test_inside_a_transaction_a_failure_leaves_it_usable(alice: Any) -> None:
         taken, rows = take(c, *messages("Two", ""))
     assert taken is not None
     assert len(rows) == 3
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_value_too_long_fails_as_in_the_orm_and_is_not_cut(alice: Any) -> None:
+    c = conversation(alice, title="")
+    first, second = messages("Hi", "")
+    second.model = "m" * 201  # max_length=200
+    with pytest.raises(DataError):
+        take(c, first, second)
+    c.refresh_from_db()
+    assert c.busy_until is None
+    assert not Message.objects.filter(conversation=c).exists()
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_broken_connection_is_djangos_error(alice: Any) -> None:
+    c = conversation(alice, title="")
+    with psycopg.connect(connection.connection.info.dsn, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+    with pytest.raises(DatabaseError) as raised:
+        take(c, *messages("Hi", ""))
+    assert not isinstance(raised.value, psycopg.Error)  # Django's, not psycopg's
+    assert connection.errors_occurred  # Django closes it as unusable
+    connection.close()
+    c.refresh_from_db()  # a new connection: nothing was taken
+    assert c.busy_until is None

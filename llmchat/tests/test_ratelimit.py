@@ -100,6 +100,10 @@ def test_with_redis_the_limits_work_as_in_memory(redis_cache: Any) -> None:
     assert cache.get("slots:nobody") is None
     for key in redis_cache.keys("*"):
         assert 0 < redis_cache.ttl(key) <= 65
+    # A refused slot on a new counter leaves it expiring too.
+    assert not ratelimit.acquire_slot("none", 0, 60)
+    assert cache.get("slots:none") == 0
+    assert 0 < redis_cache.ttl(cache.make_and_validate_key("slots:none")) <= 60
     # A counter never goes below zero.
     ratelimit.release_slot("u")
     ratelimit.release_slot("u")
