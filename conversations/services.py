@@ -271,7 +271,7 @@ def _open_turn(
     now = timezone.now()
     title = _title_from(message)
     history: list[ChatMessage]
-    # Before the conversation is taken: after it, nothing is left that can fail.
+    # Read before the conversation is taken: a failure here leaves nothing taken.
     max_output_tokens = _max_output_tokens(provider, model)
     take_stale = False
     while True:
