@@ -674,34 +674,48 @@ def chat_finish(
         "error_code": error.code if error else "",
         "error_message": error.message[:500] if error else "",
     }
-    with transaction.atomic():
-        updated = Message.objects.filter(pk=assistant.pk, status=Status.GENERATING).update(**reply)
-        if updated:
-            UsageRecord.objects.create(
-                user=turn.conversation.user,
-                user_email=turn.conversation.user.email,
-                conversation=turn.conversation,
-                message=assistant,
-                provider=assistant.provider,
-                model=assistant.model,
-                key_source=assistant.key_source or KeySource.NONE,
-                input_tokens=settled.input_tokens,
-                cached_tokens=settled.cached_tokens,
-                cache_write_tokens=settled.cache_write_tokens,
-                output_tokens=settled.output_tokens,
-                reasoning_tokens=settled.reasoning_tokens,
-                cost=cost,
-                unpriced=price is None,
-                estimated=estimated,
-                price=price,
-                outcome=status,
-                created=turn.started_at,
-            )
-            # Only the turn that saved its reply frees the conversation: a stream
-            # the sweeper already closed must not unlock a newer turn.
-            Conversation.objects.filter(pk=turn.conversation.pk).update(
-                busy_until=None, updated=timezone.now()
-            )
+    ledger_row = UsageRecord(
+        user=turn.conversation.user,
+        user_email=turn.conversation.user.email,
+        conversation=turn.conversation,
+        provider=assistant.provider,
+        model=assistant.model,
+        key_source=assistant.key_source or KeySource.NONE,
+        input_tokens=settled.input_tokens,
+        cached_tokens=settled.cached_tokens,
+        cache_write_tokens=settled.cache_write_tokens,
+        output_tokens=settled.output_tokens,
+        reasoning_tokens=settled.reasoning_tokens,
+        cost=cost,
+        unpriced=price is None,
+        estimated=estimated,
+        price=price,
+        outcome=status,
+        created=turn.started_at,
+    )
+    # The reply saved only if it is still generating; then its ledger row, and the
+    # conversation freed: only the turn that saved its reply frees it (a stream
+    # the sweeper already closed must not unlock a newer turn).
+    unfinished = Message.objects.filter(pk=assistant.pk, status=Status.GENERATING)
+    conversation = Conversation.objects.filter(pk=turn.conversation.pk)
+    free: dict[str, Any] = {"busy_until": None, "updated": timezone.now()}
+    if can_take_and_add(Message.objects.db):
+        # One round trip on PostgreSQL (llmchat.db.take_and_add).
+        saved, _ = take_and_add(
+            unfinished,
+            reply,
+            children=[ledger_row],
+            link="message",
+            also=(conversation, free),
+        )
+        updated = saved is not None
+    else:
+        with transaction.atomic():
+            updated = unfinished.update(**reply) > 0
+            if updated:
+                ledger_row.message = assistant
+                ledger_row.save(force_insert=True)
+                conversation.update(**free)
     if updated:
         metrics.record_chat_turn(
             provider=assistant.provider,

@@ -43,11 +43,12 @@ def take_and_add[M: Model](
     *,
     children: Sequence[Model],
     link: str,
-    then: QuerySet[Any],
+    also: tuple[QuerySet[Any], dict[str, Any]] | None = None,
+    then: QuerySet[Any] | None = None,
 ) -> tuple[M | None, list[Any]]:
     """PostgreSQL only (`can_take_and_add`). In one transaction, sent in one
-    round trip (psycopg's pipeline mode: BEGIN, two statements and COMMIT sent
-    together, one wait for their results):
+    round trip (psycopg's pipeline mode: BEGIN, one or two statements and COMMIT
+    sent together, one wait for their results):
 
     - `update_returning(queryset, **changes)` for the one row it matches (the row,
       or None when nothing matched; `queryset` must not match more, a primary key
@@ -57,7 +58,10 @@ def take_and_add[M: Model](
       INSERT ... SELECT ... ORDER BY in that order, ascending in list order); these
       two are one statement (`WITH taken AS (UPDATE ... RETURNING ...) INSERT
       ... SELECT ... FROM taken`);
-    - then the query `then`, its rows returned ([] when nothing matched). It is
+    - in that statement too, only if it matched, `also`: another queryset's
+      update (`(queryset, changes)`);
+    - then the query `then`, if any, its rows returned ([] when nothing matched
+      or without `then`). It is
       a statement of its own, so it sees the children, and a row the UPDATE had
       to wait for (another transaction had changed it) as that transaction
       committed it.
@@ -103,36 +107,59 @@ def take_and_add[M: Model](
     v_names = ", ".join(f'"v".{qn(f)}' for f in columns)
     child_pk = qn(child_meta.pk)
     table = connection.ops.quote_name(child_meta.db_table)
+    also_sql, also_params = "", ()
+    if also is not None:
+        # Django's WHERE is the UPDATE's last clause, and parenthesized when it
+        # is more than one condition: the guard can follow it.
+        other, other_changes = also
+        other_update = cast(UpdateQuery, other.query.chain(UpdateQuery))
+        other_values: list[Any] = [
+            (other.model._meta.get_field(name), None, v) for name, v in other_changes.items()
+        ]
+        other_update.add_update_fields(other_values)
+        other_update.annotations = {}
+        other_sql, also_params = other_update.get_compiler(db).as_sql()
+        guard = 'EXISTS (SELECT 1 FROM "taken")'
+        joiner = " AND " if " WHERE " in other_sql else " WHERE "
+        also_sql = f', "also" AS ({other_sql}{joiner}{guard})'
     # Identifiers quoted by the backend, SQL compiled by Django, values as parameters.
     sql = (
         f'WITH "taken" AS ({update_sql}), '  # noqa: S608
         f'"added" AS (INSERT INTO {table} ({qn(link_field)}, {names}) '
         f'SELECT "taken".{qn(meta.pk)}, {v_names} FROM "taken" '
         f'CROSS JOIN (VALUES {values_sql}) AS "v" ("n", {names}) ORDER BY "v"."n" '
-        f"RETURNING {child_pk}) "
+        f"RETURNING {child_pk}){also_sql} "
         f'SELECT "taken".*, ARRAY(SELECT {child_pk} FROM "added" ORDER BY {child_pk}) '
         f'FROM "taken"'
     )
-    read_compiler = then.query.get_compiler(db)
-    read_sql, read_params = read_compiler.as_sql()
+    params = (*update_params, *values_params, *also_params)
+    read_compiler = then.query.get_compiler(db) if then is not None else None
+    read_sql, read_params = read_compiler.as_sql() if read_compiler else ("", ())
 
+    read: list[Any] = []
     with connection.cursor() as taking, connection.cursor() as reading:
         if connection.in_atomic_block:  # a savepoint, as atomic() would make
             with transaction.atomic(using=db), _pipeline(connection) as sync:
-                taking.execute(sql, (*update_params, *values_params))
-                reading.execute(read_sql, read_params)
+                taking.execute(sql, params)
+                if read_sql:
+                    reading.execute(read_sql, read_params)
                 sync()
-                taken, read = taking.fetchall(), reading.fetchall()
+                taken = taking.fetchall()
+                if read_sql:
+                    read = reading.fetchall()
         else:
             raw = connection.connection
             try:
                 with _pipeline(connection) as sync:
                     raw.execute("BEGIN")
-                    taking.execute(sql, (*update_params, *values_params))
-                    reading.execute(read_sql, read_params)
+                    taking.execute(sql, params)
+                    if read_sql:
+                        reading.execute(read_sql, read_params)
                     raw.execute("COMMIT")
                     sync()
-                    taken, read = taking.fetchall(), reading.fetchall()
+                    taken = taking.fetchall()
+                    if read_sql:
+                        read = reading.fetchall()
             except BaseException:
                 _roll_back(connection)
                 raise
@@ -151,6 +178,8 @@ def take_and_add[M: Model](
         setattr(child, link_field.attname, instance.pk)
         child._state.adding = False
         child._state.db = db
+    if read_compiler is None:
+        return instance, []
     return instance, list(read_compiler.results_iter(results=[read]))
 
 

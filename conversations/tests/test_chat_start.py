@@ -237,3 +237,34 @@ def test_outside_a_transaction_a_turn_commits_and_a_failure_rolls_back(
     assert Conversation.objects.get(pk=pk).busy_until is None
     assert Message.objects.filter(conversation_id=pk).count() == 4
     finish(start(keyed, conversation_id=pk, message="Three"))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-round-trip path")
+@pytest.mark.django_db(transaction=True)
+def test_finishing_a_turn_is_its_price_and_one_statement(keyed: Any) -> None:
+    turn = start(keyed, message="One")
+    with CaptureQueriesContext(connection) as queries:
+        finish(turn)
+    # The reply saved, its ledger row and the conversation freed: one statement,
+    # one round trip with its BEGIN and COMMIT (llmchat.db.take_and_add).
+    assert statements(queries) == [
+        "SELECT pricing_modelprice",
+        "UPDATE conversations_message + INSERT conversations_usagerecord"
+        " + UPDATE conversations_conversation",
+    ]
+    reply = Message.objects.get(pk=turn.assistant_message.pk)
+    row = UsageRecord.objects.get(message=reply)
+    assert (reply.status, reply.content, reply.output_tokens) == ("complete", "Hello!", 5)
+    assert (row.input_tokens, row.output_tokens, row.outcome) == (10, 5, "complete")
+    assert row.cost is not None
+    assert row.cost == reply.cost
+    assert row.price_id == reply.price_id is not None
+    assert row.user_id == keyed.pk
+    assert row.conversation_id == turn.conversation.pk
+    assert Conversation.objects.get(pk=turn.conversation.pk).busy_until is None
+    # A second finish (the sweeper's, say) changes nothing and frees nothing.
+    Conversation.objects.filter(pk=turn.conversation.pk).update(busy_until=timezone.now())
+    services.chat_finish(turn=turn, text="Other", status="partial", usage=None, usage_final=False)
+    assert UsageRecord.objects.filter(message=reply).count() == 1
+    assert Message.objects.get(pk=reply.pk).content == "Hello!"
+    assert Conversation.objects.get(pk=turn.conversation.pk).busy_until is not None

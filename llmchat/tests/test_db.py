@@ -18,7 +18,7 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from psycopg.pq import TransactionStatus
@@ -223,3 +223,32 @@ def test_a_broken_connection_is_djangos_error(alice: Any) -> None:
     connection.close()
     c.refresh_from_db()  # a new connection: nothing was taken
     assert c.busy_until is None
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_also_updates_only_when_the_row_was_taken_whatever_its_filter(alice: Any) -> None:
+    busy = conversation(alice, title="", busy_until=timezone.now())
+    free = conversation(alice, title="")
+    others = [conversation(alice, title="a"), conversation(alice, title="b")]
+    # An OR in the other update's filter: the guard must hold for all of it.
+    also = (Conversation.objects.filter(Q(pk=others[0].pk) | Q(pk=others[1].pk)), {"model": "m2"})
+
+    def take_with_also(c: Conversation) -> Any:
+        return take_and_add(
+            Conversation.objects.filter(pk=c.pk, busy_until__isnull=True),
+            {"busy_until": timezone.now()},
+            children=messages("Hi"),
+            link="conversation",
+            also=also,
+        )
+
+    assert take_with_also(busy) == (None, [])
+    assert sorted(Conversation.objects.filter(model="m2").values_list("pk", flat=True)) == []
+    taken, rows = take_with_also(free)
+    assert taken is not None
+    assert rows == []  # nothing to read without `then`
+    assert sorted(Conversation.objects.filter(model="m2").values_list("pk", flat=True)) == sorted(
+        o.pk for o in others
+    )
+    assert Message.objects.filter(conversation=free).count() == 1
