@@ -61,10 +61,9 @@ def take_and_add[M: Model](
     - in that statement too, only if it matched, `also`: another queryset's
       update (`(queryset, changes)`);
     - then the query `then`, if any, its rows returned ([] when nothing matched
-      or without `then`). It is
-      a statement of its own, so it sees the children, and a row the UPDATE had
-      to wait for (another transaction had changed it) as that transaction
-      committed it.
+      or without `then`). It is a statement of its own, so it sees the children,
+      and a row the UPDATE had to wait for (another transaction had changed it)
+      as that transaction committed it.
 
     An error (a unique constraint: Django's IntegrityError) rolls it all back.
     Inside a transaction (`atomic`) it runs in a savepoint instead, as `atomic`
