@@ -77,13 +77,8 @@ def take_and_add[M: Model](
     child_meta = child_model._meta
 
     # The UPDATE ... RETURNING, as update_returning would run it.
-    update = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
-    values: list[Any] = [(meta.get_field(name), None, v) for name, v in changes.items()]
-    update.add_update_fields(values)
-    update.annotations = {}
     returning = list(meta.concrete_fields)
-    update_compiler = update.get_compiler(db)
-    update_compiler.returning_fields = returning
+    update_compiler = _update_compiler(queryset, changes, db, returning=returning)
     update_sql, update_params = update_compiler.as_sql()
 
     # The children, typed, in a VALUES list joined to the taken row.
@@ -110,14 +105,7 @@ def take_and_add[M: Model](
     if also is not None:
         # Django's WHERE is the UPDATE's last clause, and parenthesized when it
         # is more than one condition: the guard can follow it.
-        other, other_changes = also
-        other_update = cast(UpdateQuery, other.query.chain(UpdateQuery))
-        other_values: list[Any] = [
-            (other.model._meta.get_field(name), None, v) for name, v in other_changes.items()
-        ]
-        other_update.add_update_fields(other_values)
-        other_update.annotations = {}
-        other_sql, also_params = other_update.get_compiler(db).as_sql()
+        other_sql, also_params = _update_compiler(*also, db).as_sql()
         guard = 'EXISTS (SELECT 1 FROM "taken")'
         joiner = " AND " if " WHERE " in other_sql else " WHERE "
         also_sql = f', "also" AS ({other_sql}{joiner}{guard})'
@@ -180,6 +168,21 @@ def take_and_add[M: Model](
     if read_compiler is None:
         return instance, []
     return instance, list(read_compiler.results_iter(results=[read]))
+
+
+def _update_compiler(
+    queryset: QuerySet[Any], changes: dict[str, Any], db: str, *, returning: list[Any] | None = None
+) -> Any:
+    """The compiler of `queryset.update(**changes)` (RETURNING `returning`), as
+    QuerySet._update prepares it, to be compiled into a larger statement."""
+    meta = queryset.model._meta
+    update = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
+    values: list[Any] = [(meta.get_field(name), None, v) for name, v in changes.items()]
+    update.add_update_fields(values)
+    update.annotations = {}
+    compiler = update.get_compiler(db)
+    compiler.returning_fields = returning
+    return compiler
 
 
 @contextmanager

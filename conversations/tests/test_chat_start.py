@@ -186,6 +186,12 @@ def test_a_conversation_a_dead_stream_left_is_swept_then_taken(keyed: Any, setti
     assert exc.value.code == "busy"
 
 
+def failing_history(conversation_id: int, user: Any) -> Any:
+    """For services._messages_of: reading the history fails in the database,
+    after the conversation was taken."""
+    return Message.objects.filter(pk=conversation_id).extra(where=["no_such_column = 1"])
+
+
 def test_a_failure_after_taking_the_conversation_leaves_it_free(
     keyed: Any, monkeypatch: Any
 ) -> None:
@@ -193,11 +199,7 @@ def test_a_failure_after_taking_the_conversation_leaves_it_free(
     finish(first)
     pk = first.conversation.pk
 
-    def broken(conversation_id: int, user: Any) -> Any:
-        # Reading the history fails in the database, after the taking.
-        return Message.objects.filter(pk=conversation_id).extra(where=["no_such_column = 1"])
-
-    monkeypatch.setattr(services, "_messages_of", broken)
+    monkeypatch.setattr(services, "_messages_of", failing_history)
     with pytest.raises(DatabaseError):
         start(keyed, conversation_id=pk, message="Two")
     assert Conversation.objects.get(pk=pk).busy_until is None  # free for the next message
@@ -226,10 +228,7 @@ def test_outside_a_transaction_a_turn_commits_and_a_failure_rolls_back(
     assert again.replay  # the unique client id, caught and answered again
     assert again.assistant_message.pk == asked.assistant_message.pk
 
-    def broken(conversation_id: int, user: Any) -> Any:
-        return Message.objects.filter(pk=conversation_id).extra(where=["no_such_column = 1"])
-
-    monkeypatch.setattr(services, "_messages_of", broken)
+    monkeypatch.setattr(services, "_messages_of", failing_history)
     with pytest.raises(DatabaseError):
         start(keyed, conversation_id=pk, message="Three")
     monkeypatch.undo()
