@@ -12,6 +12,7 @@ from django.db import DatabaseError, connection
 from django.http import Http404
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
 
 from conversations import services
 from conversations.models import Conversation, Message, UsageRecord
@@ -97,6 +98,34 @@ def test_continuing_a_conversation_takes_few_queries_after_the_key(keyed: Any) -
     saved = list(Message.objects.filter(conversation_id=pk).values_list("role", "status"))
     assert saved[-2:] == [("user", "complete"), ("assistant", "generating")]
     assert Message.objects.get(pk=turn.user_message.pk).client_message_id == "m-2"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="take_and_add's statements")
+def test_a_turns_statements_are_converted_once_by_psycopg(keyed: Any) -> None:
+    # psycopg converts a statement's text for the server once and caches it, but
+    # only for statements of at most 50 parameters and 4 kB: the turn's were over
+    # that with a parameter (and a cast) per message value, and every turn paid
+    # for the conversion again (llmchat.db.take_and_add sends the rows as one).
+    sent: list[tuple[str, int]] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("WITH"):
+            sent.append((sql, len(params or ())))
+        return execute(sql, params, many, context)
+
+    first = start(keyed, message="One", client_message_id="m-1")
+    finish(first)
+    with connection.execute_wrapper(record):
+        for n, text in enumerate(["Two", "Three, with 'quotes', %s and “others”"]):
+            turn = start(
+                keyed, conversation_id=first.conversation.pk, message=text, client_message_id=f"{n}"
+            )
+            finish(turn)
+    [(start_sql, _), (finish_sql, _), (again_sql, _), (finish_again_sql, _)] = sent
+    assert (start_sql, finish_sql) == (again_sql, finish_again_sql)  # the values are not in it
+    for sql, params in sent:
+        assert params <= MAX_CACHED_STATEMENT_PARAMS
+        assert len(sql.encode()) <= MAX_CACHED_STATEMENT_LENGTH
 
 
 def test_starting_a_conversation_checks_the_client_id_under_the_users_lock(keyed: Any) -> None:

@@ -6,6 +6,7 @@ tests run on SQLite in `make test` and on PostgreSQL in CI, and fail if an
 upgrade changes it."""
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -252,3 +253,34 @@ def test_also_updates_only_when_the_row_was_taken_whatever_its_filter(alice: Any
         o.pk for o in others
     )
     assert Message.objects.filter(conversation=free).count() == 1
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_every_kind_of_value_is_saved_as_the_orm_would(alice: Any) -> None:
+    c = conversation(alice, title="")
+    created = timezone.now() - timedelta(days=400, microseconds=7)
+    reply = Message(
+        role="assistant",
+        content='Line one\nline two \\ "quoted" ünïcödé 🙂',
+        status="partial",
+        provider="openai",
+        model="gpt-4o",
+        key_source="user",
+        input_tokens=12,
+        cached_tokens=3,
+        output_tokens=2**31 - 1,
+        usage_estimated=True,
+        cost=Decimal("0.000123"),
+        latency_ms=None,
+        error_code="",
+        created=created,
+    )
+    taken, _ = take(c, reply)
+    assert taken is not None
+    saved = Message.objects.get(pk=reply.pk)
+    for field in Message._meta.concrete_fields:
+        if field.name not in ("id", "conversation"):
+            assert getattr(saved, field.attname) == getattr(reply, field.attname), field.name
+    assert saved.created == created
+    assert saved.cost == Decimal("0.000123")
