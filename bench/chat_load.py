@@ -213,6 +213,8 @@ def start_mock(
         str(args.tokens_per_second),
         "--reply-tokens",
         str(args.reply_tokens),
+        "--write-interval",
+        str(args.write_interval),
         "--seed",
         str(args.seed),
     ]
@@ -1039,7 +1041,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             args.stagger = cfg["ttft"] + (args.reply_tokens / speed if speed else 0.0)
         print(
             f"mock {mock_url}: ttft {cfg['ttft']} s, {cfg['tokens_per_second']} tok/s, "
-            f"{cfg['reply_tokens']} tokens, faults {cfg['fault_rates'] or 'none'}"
+            f"{cfg['reply_tokens']} tokens, written every {cfg['write_interval']} s, "
+            f"faults {cfg['fault_rates'] or 'none'}"
         )
         ensure_database(args.database_url)
         if args.target:
@@ -1130,6 +1133,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ttft", type=float, default=0.2, help="mock: seconds to first token")
     p.add_argument("--tokens-per-second", type=float, default=40.0, help="mock: stream speed")
     p.add_argument("--reply-tokens", type=int, default=40, help="mock: tokens per reply")
+    p.add_argument(
+        "--write-interval",
+        type=float,
+        default=0.05,
+        help="mock: send the tokens due within this many seconds in one write "
+        "(0: a write per token)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--think", type=float, default=0.0, help="pause between a user's turns")
     p.add_argument(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import random
 import re
 import threading
@@ -60,6 +61,9 @@ FAULTS = {
 class MockConfig:
     ttft: float = 0.0  # seconds before the first token
     tokens_per_second: float = 0.0  # 0: as fast as possible
+    # Tokens due within this many seconds go out together, in one write at the end
+    # of the interval (token_due); 0: each token in a write of its own.
+    write_interval: float = 0.0
     reply: str | None = None  # fixed reply; else an echo of the last user message
     reply_tokens: int = 12  # length of the generated reply, in tokens
     input_tokens: int | None = None  # else counted from the request's words
@@ -249,6 +253,27 @@ def _is_gemini(ex: _Exchange) -> bool:
     return "x-goog-api-key" in ex.headers or "key" in ex.query
 
 
+def token_due(first: float, index: int, tokens_per_second: float, every: float = 0.0) -> float:
+    """When token `index` (1, 2...) of a reply goes out, on the event loop's clock,
+    its first token having gone at `first`.
+
+    It is due `index` steps of 1 / tokens_per_second after the first, on a
+    schedule (a slow moment is caught up, not added to every later token), and
+    goes at the next instant of a grid that all replies share: of that step, the
+    first token's instant rounded to it (by half a step at most); or, with
+    `every` longer than a step, of `every` seconds, never before the token is due,
+    together with the other tokens due meanwhile. The tokens of all the replies
+    due at one instant go out in one wake-up of the server's event loop, each
+    reply's in one write: with hundreds of replies streaming, a wake-up and a
+    write per token cost the mock more CPU than the app it stands in front of spent
+    on relaying them (docs/performance.md)."""
+    step = 1 / tokens_per_second
+    due = (round(first / step) + index) * step
+    if every > step:
+        return math.ceil(due / every - 1e-6) * every  # (not a float's error later)
+    return due
+
+
 class _Exchange:
     """One request/response, with helpers shared by the vendor dialects."""
 
@@ -269,6 +294,10 @@ class _Exchange:
         self.started = False
         self.disconnected = False
         self.received = time.monotonic()
+        # While tokens stream, the events made between two waits go out together
+        # (flush): one write, not one per event.
+        self._held: list[bytes] | None = None
+        self._first_token_at = 0.0
 
     async def json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -300,9 +329,27 @@ class _Exchange:
         if event:
             chunk += f"event: {event}\n"
         chunk += f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+        if self._held is not None:
+            self._held.append(chunk.encode())
+            return
         await self._send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
 
+    def hold(self) -> None:
+        """Hold the events made from now on until the next flush."""
+        self._held = []
+
+    async def flush(self, *, release: bool = False) -> None:
+        """Send the events held, in one write (and stop holding, with `release`)."""
+        held = self._held
+        if release:
+            self._held = None
+        if held:
+            body = b"".join(held)
+            held.clear()
+            await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
     async def end(self) -> None:
+        await self.flush(release=True)
         await self._send({"type": "http.response.body", "body": b""})
 
     async def redirect(self) -> None:
@@ -331,11 +378,22 @@ class _Exchange:
         return max(len(_words(text)), 1) + self.cfg.cached_tokens
 
     async def pace(self, index: int) -> None:
+        """Wait until token `index` goes out (token_due), sending what is held
+        first: the first `ttft` seconds from now, the others at `tokens_per_second`."""
         cfg = self.cfg
-        if index == 0 and cfg.ttft:
-            await asyncio.sleep(cfg.ttft)
-        elif index > 0 and cfg.tokens_per_second:
-            await asyncio.sleep(1 / cfg.tokens_per_second)
+        loop = asyncio.get_running_loop()
+        if index == 0:
+            await self.flush()
+            if cfg.ttft:
+                await asyncio.sleep(cfg.ttft)
+            self._first_token_at = loop.time()
+        elif cfg.tokens_per_second:
+            at = token_due(self._first_token_at, index, cfg.tokens_per_second, cfg.write_interval)
+            if at > loop.time():
+                await self.flush()
+                await asyncio.sleep(at - loop.time())
+        else:
+            await self.flush()
 
     def key(self, *names: str) -> str:
         for name in names:
@@ -418,6 +476,7 @@ class _Dialect:
     async def stream_tokens(
         self, tokens: list[str], fault: str | None, emit: Any, midstream: Any
     ) -> None:
+        self.ex.hold()
         for i, token in enumerate(tokens):
             if self.ex.disconnected:
                 return  # like a real server: stop generating for nobody
@@ -426,11 +485,14 @@ class _Dialect:
                     await midstream()
                     await self.ex.end()
                     return
+                await self.ex.flush(release=True)  # what came before the cut
                 raise _Cut()
             await self.ex.pace(i)
             await emit(token)
             if i == 0:
+                await self.ex.flush()
                 self._note_first_token()
+        await self.ex.flush(release=True)
 
     def _note_first_token(self) -> None:
         marker = TURN_MARKER.search(self.last_user_text())

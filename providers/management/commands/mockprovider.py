@@ -16,6 +16,12 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=9100)
         parser.add_argument("--ttft", type=float, default=0.0, help="Seconds to first token.")
         parser.add_argument("--tokens-per-second", type=float, default=0.0)
+        parser.add_argument(
+            "--write-interval",
+            type=float,
+            default=0.0,
+            help="Send the tokens due within this many seconds in one write (0: one each).",
+        )
         parser.add_argument("--reply-tokens", type=int, default=12)
         parser.add_argument("--cached-tokens", type=int, default=0)
         parser.add_argument("--reasoning-tokens", type=int, default=0)
@@ -44,6 +50,7 @@ class Command(BaseCommand):
             MockConfig(
                 ttft=opts["ttft"],
                 tokens_per_second=opts["tokens_per_second"],
+                write_interval=opts["write_interval"],
                 reply_tokens=opts["reply_tokens"],
                 cached_tokens=opts["cached_tokens"],
                 reasoning_tokens=opts["reasoning_tokens"],
