@@ -255,23 +255,19 @@ def _is_gemini(ex: _Exchange) -> bool:
 
 def token_due(first: float, index: int, tokens_per_second: float, every: float = 0.0) -> float:
     """When token `index` (1, 2...) of a reply goes out, on the event loop's clock,
-    its first token having gone at `first`.
-
-    It is due `index` steps of 1 / tokens_per_second after the first, on a
-    schedule (a slow moment is caught up, not added to every later token), and
-    goes at the next instant of a grid that all replies share: of that step, the
-    first token's instant rounded to it (by half a step at most); or, with
-    `every` longer than a step, of `every` seconds, never before the token is due,
-    together with the other tokens due meanwhile. The tokens of all the replies
-    due at one instant go out in one wake-up of the server's event loop, each
-    reply's in one write: with hundreds of replies streaming, a wake-up and a
-    write per token cost the mock more CPU than the app it stands in front of spent
-    on relaying them (docs/performance.md)."""
+    its first token having gone at `first`: `index` steps of 1 / tokens_per_second
+    after it, on a schedule (a slow moment is caught up, not added to every later
+    token). With `every` longer than a step, the tokens due within each `every`
+    seconds after the first go out together at its end, never early: one write
+    instead of one per token. With hundreds of replies streaming, a write per
+    token cost the mock more CPU than the app it stands in front of spent on
+    relaying them (docs/performance.md). Each reply keeps its own phase, as real
+    ones do: the replies' writes are not lined up into bursts."""
     step = 1 / tokens_per_second
-    due = (round(first / step) + index) * step
+    due = index * step
     if every > step:
-        return math.ceil(due / every - 1e-6) * every  # (not a float's error later)
-    return due
+        due = math.ceil(due / every - 1e-6) * every  # (not a float's error later)
+    return first + due
 
 
 class _Exchange:
