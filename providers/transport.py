@@ -13,9 +13,11 @@ interval (on a grid, below: up to half a step of it sooner or later). Tokens
 that arrive meanwhile wait in the kernel's socket buffer and are then read,
 parsed and handed on together: one wake-up for several tokens, and the chat
 stream sends them on together anyway (CHAT_STREAM_FLUSH_SECONDS).
-The reads are made on the instants of a grid that all paced connections share
-(`on_grid`), so that one wake-up of the event loop serves every connection due
-then, rather than each connection waking it at an instant of its own.
+The reads are made on the instants of a grid that all paced connections of the
+process share (`on_grid`), so that one wake-up of the event loop serves every
+connection due then, rather than each connection waking it at an instant of its
+own. Each process's grid has a phase of its own, so that the worker processes'
+wake-ups do not all come at the same instants.
 
 What it supports is what the provider calls need: HTTP/1.1 over TCP or TLS (the
 stdlib `ssl` module with httpx2's default context: certificates and host names
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
+import random
 import re
 import ssl
 import time
@@ -46,12 +50,31 @@ Origin = tuple[str, str, int, str]
 
 
 def on_grid(when: float, step: float) -> float:
-    """The instant nearest `when` on a grid of `step` seconds of the event loop's
-    clock (`when` itself for no grid). Timers set for one instant run in one
-    wake-up of the loop, however many connections or replies set them; a wake-up
-    is dear where waking a sleeping process costs tens of microseconds of CPU
-    (docs/performance.md)."""
-    return round(when / step) * step if step > 0 else when
+    """The instant nearest `when` on this process's grid of `step` seconds of the
+    event loop's clock (`when` itself for no grid). Timers set for one instant run
+    in one wake-up of the loop, however many connections or replies set them; a
+    wake-up is dear where waking a sleeping process costs tens of microseconds of
+    CPU. The grid is shifted by `grid_phase()` of a step: the clock is the
+    machine's, and with one grid for all, every worker process would wake at the
+    same instants, each with its burst of replies to relay, competing for the
+    cores then and idle in between (docs/performance.md)."""
+    if step <= 0:
+        return when
+    offset = grid_phase() * step
+    return round((when - offset) / step) * step + offset
+
+
+_phase: tuple[int, float] | None = None
+
+
+def grid_phase() -> float:
+    """This process's phase, a fraction of a step in [0, 1): drawn at random once
+    per process (a worker forked from a process that drew one draws its own)."""
+    global _phase
+    pid = os.getpid()
+    if _phase is None or _phase[0] != pid:
+        _phase = (pid, random.random())  # noqa: S311 - not a secret
+    return _phase[1]
 
 
 @dataclass(slots=True)

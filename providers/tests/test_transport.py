@@ -14,6 +14,7 @@ from typing import Any, cast
 import httpx2
 import pytest
 
+from providers import transport
 from providers.transport import Pacer, ProviderTransport, on_grid, paced_reads
 
 pytestmark = pytest.mark.anyio
@@ -246,7 +247,10 @@ async def test_paced_reads_join_what_arrives_within_the_interval() -> None:
     assert len(parts) <= 3
 
 
-def test_paced_reads_resume_on_the_grid_every_paced_connection_shares() -> None:
+def test_paced_reads_resume_on_the_grid_every_paced_connection_shares(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport, "grid_phase", lambda: 0.0)
     assert on_grid(10.04, 0.05) == pytest.approx(10.05)
     assert on_grid(10.02, 0.05) == pytest.approx(10.0)
     assert on_grid(10.02, 0) == 10.02  # no grid
@@ -255,6 +259,25 @@ def test_paced_reads_resume_on_the_grid_every_paced_connection_shares() -> None:
     assert pacer.resume_at(100.003) == pacer.resume_at(100.019) == pytest.approx(100.2)
     assert pacer.resume_at(100.03) == pytest.approx(100.25)
     assert Pacer(interval=0.2).resume_at(100.003) == pytest.approx(100.203)
+
+
+def test_each_process_has_its_grid_shifted_by_a_phase_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport, "grid_phase", lambda: 0.5)
+    assert on_grid(10.04, 0.05) == pytest.approx(10.025)
+    assert on_grid(10.06, 0.05) == pytest.approx(10.075)
+    assert Pacer(interval=0.2, grid=0.05).resume_at(100.003) == pytest.approx(100.225)
+    monkeypatch.undo()
+    phase = transport.grid_phase()
+    assert 0 <= phase < 1
+    assert transport.grid_phase() == phase  # the same for the life of the process
+    # A process forked from this one (gunicorn's workers) draws its own: another
+    # process id, another phase, kept for its life.
+    monkeypatch.setattr(transport.os, "getpid", lambda: -1)
+    forked = transport.grid_phase()
+    assert forked != phase
+    assert transport.grid_phase() == forked
 
 
 async def test_paced_reads_are_made_on_the_instants_of_the_grid() -> None:
