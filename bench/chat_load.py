@@ -1138,7 +1138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.05,
         help="mock: send the tokens due within this many seconds in one write "
-        "(0: a write per token)",
+        "(0: a write per token, unless late)",
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--think", type=float, default=0.0, help="pause between a user's turns")

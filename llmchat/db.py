@@ -75,8 +75,8 @@ def take_and_add[M: Model](
     INSERT's SELECT is written here, its rows one parameter whatever their
     number (_json_rows), so that the statement's text is the same from one call
     to the next and psycopg converts it once (it caches a statement's
-    conversion up to 50 parameters; with a parameter per value, a turn's two
-    messages were over 40)."""
+    conversion up to 50 parameters; with a parameter per value, a turn's
+    statement had 52)."""
     db = queryset._db or router.db_for_write(queryset.model)  # type: ignore[attr-defined]
     connection = connections[db]
     model = queryset.model
@@ -214,7 +214,9 @@ def _json_rows(children: Sequence[Model], columns: list[Any], connection: Any) -
     """The children's rows as a JSON array of objects (column: value), each value
     as the ORM would save it, for jsonb_populate_recordset to read into the
     columns' own types: a character value too long fails in the INSERT, as the
-    ORM's would. Dates and numbers go as the text PostgreSQL reads them from."""
+    ORM's would. Dates and numbers go as the text PostgreSQL reads them from.
+    Values JSON cannot carry (bytes, durations, a JSONField's) are refused here
+    (TypeError): no field of the models it serves has them."""
     rows = []
     for child in children:
         row = {}
@@ -224,4 +226,4 @@ def _json_rows(children: Sequence[Model], columns: list[Any], connection: Any) -
                 value = value.isoformat() if not isinstance(value, (Decimal, UUID)) else str(value)
             row[f.column] = value
         rows.append(row)
-    return json.dumps(rows, separators=(",", ":"))
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)

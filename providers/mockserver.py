@@ -62,7 +62,8 @@ class MockConfig:
     ttft: float = 0.0  # seconds before the first token
     tokens_per_second: float = 0.0  # 0: as fast as possible
     # Tokens due within this many seconds go out together, in one write at the end
-    # of the interval (token_due); 0: each token in a write of its own.
+    # of the interval (token_due); 0: a write per token (but for tokens already late,
+    # which go with the next). Only with tokens_per_second.
     write_interval: float = 0.0
     reply: str | None = None  # fixed reply; else an echo of the last user message
     reply_tokens: int = 12  # length of the generated reply, in tokens
@@ -265,7 +266,7 @@ def token_due(first: float, index: int, tokens_per_second: float, every: float =
     ones do: the replies' writes are not lined up into bursts."""
     step = 1 / tokens_per_second
     due = index * step
-    if every > step:
+    if every > step > 0:
         due = math.ceil(due / every - 1e-6) * every  # (not a float's error later)
     return first + due
 
@@ -383,7 +384,7 @@ class _Exchange:
             if cfg.ttft:
                 await asyncio.sleep(cfg.ttft)
             self._first_token_at = loop.time()
-        elif cfg.tokens_per_second:
+        elif cfg.tokens_per_second > 0:
             at = token_due(self._first_token_at, index, cfg.tokens_per_second, cfg.write_interval)
             if at > loop.time():
                 await self.flush()

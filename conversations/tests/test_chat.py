@@ -161,10 +161,16 @@ def test_the_flush_interval_is_each_reply_s_share_of_the_process_s_events(
     assert api.flush_interval() == 0
 
 
-def test_the_next_delta_may_go_at_the_instant_the_provider_is_next_read(settings: Any) -> None:
+def test_the_next_delta_may_go_at_the_instant_the_provider_is_next_read(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Reads are paced to the same interval on the grid of the flush setting
     # (providers.transport.Pacer): what the next read brings goes out at once.
+    from providers import transport
     from providers.transport import Pacer
+
+    # The instants below are chosen on the grid's phase 0 (a process has its own).
+    monkeypatch.setattr(transport, "grid_phase", lambda: 0.0)
 
     settings.CHAT_STREAM_FLUSH_SECONDS = 0.05
     for sent, every in [(100.003, 0.2), (100.02, 0.05), (7.31, 0.137)]:

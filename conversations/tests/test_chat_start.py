@@ -12,7 +12,6 @@ from django.db import DatabaseError, connection
 from django.http import Http404
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
 
 from conversations import services
 from conversations.models import Conversation, Message, UsageRecord
@@ -106,6 +105,8 @@ def test_a_turns_statements_are_converted_once_by_psycopg(keyed: Any) -> None:
     # only for statements of at most 50 parameters and 4 kB: the turn's were over
     # that with a parameter (and a cast) per message value, and every turn paid
     # for the conversion again (llmchat.db.take_and_add sends the rows as one).
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
+
     sent: list[tuple[str, int]] = []
 
     def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:

@@ -71,16 +71,23 @@ def failure(events: list[Event]) -> ProviderError:
     return events[-1].error
 
 
+@pytest.mark.parametrize("write_interval", [0.0, 0.1])
 @pytest.mark.parametrize("vendor", VENDORS)
-async def test_it_streams_the_reply_then_usage_then_finish(vendor: str, mock_provider: Any) -> None:
+async def test_it_streams_the_reply_then_usage_then_finish(
+    vendor: str, write_interval: float, mock_provider: Any
+) -> None:
     # Tokens 50 ms apart: each comes in a read of its own (what one read brings
-    # goes up as one delta).
+    # goes up as one delta); with a write interval of 100 ms, two by two.
     mock_provider.configure(
-        reply="Tokens are pieces of words.", input_tokens=40, tokens_per_second=20
+        reply="Tokens are pieces of words.",
+        input_tokens=40,
+        tokens_per_second=20,
+        write_interval=write_interval,
     )
     events = await collect(vendor, mock_provider)
     assert text_of(events) == "Tokens are pieces of words."
-    assert sum(isinstance(e, TextDelta) for e in events) >= 3  # streamed, not in one piece
+    deltas = sum(isinstance(e, TextDelta) for e in events)
+    assert deltas >= (2 if write_interval else 3)  # streamed, not in one piece
     usage_event, finish = events[-2], events[-1]
     assert usage_event == UsageReport(Usage(input_tokens=40, output_tokens=5), final=True)
     assert isinstance(finish, Finish)
@@ -237,20 +244,33 @@ async def test_a_long_retry_after_is_left_to_the_user(vendor: str, mock_provider
     assert len(mock_provider.requests) == 1
 
 
+# The mock as tests usually run it (a write per token, at once) and as the load
+# harness does (tokens paced, those due within 50 ms written together).
+WRITES = [{}, {"tokens_per_second": 100, "write_interval": 0.05}]
+
+
+@pytest.mark.parametrize("writes", WRITES)
 @pytest.mark.parametrize("vendor", VENDORS)
-async def test_a_cut_connection_keeps_the_partial_reply(vendor: str, mock_provider: Any) -> None:
-    mock_provider.configure(fault="cut", fault_after_tokens=3, reply="one two three four five")
+async def test_a_cut_connection_keeps_the_partial_reply(
+    vendor: str, writes: dict[str, float], mock_provider: Any
+) -> None:
+    mock_provider.configure(
+        fault="cut", fault_after_tokens=3, reply="one two three four five", **writes
+    )
     events = await collect(vendor, mock_provider)
     assert text_of(events) == "one two three"
     assert failure(events).code == "unavailable"
     assert len(mock_provider.requests) == 1  # text had arrived: no retry
 
 
+@pytest.mark.parametrize("writes", WRITES)
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_an_error_inside_the_stream_keeps_the_partial_reply(
-    vendor: str, mock_provider: Any
+    vendor: str, writes: dict[str, float], mock_provider: Any
 ) -> None:
-    mock_provider.configure(fault="midstream", fault_after_tokens=2, reply="one two three four")
+    mock_provider.configure(
+        fault="midstream", fault_after_tokens=2, reply="one two three four", **writes
+    )
     events = await collect(vendor, mock_provider)
     assert text_of(events) == "one two"
     # The mock sends what each vendor does: a server_error (OpenAI-style servers),

@@ -274,13 +274,17 @@ def test_each_process_has_its_grid_shifted_by_a_phase_of_its_own(
     assert transport.grid_phase() == phase  # the same for the life of the process
     # A process forked from this one (gunicorn's workers) draws its own: another
     # process id, another phase, kept for its life.
+    monkeypatch.setattr(transport, "_phase", transport._phase)  # this process's, back after
     monkeypatch.setattr(transport.os, "getpid", lambda: -1)
     forked = transport.grid_phase()
     assert forked != phase
     assert transport.grid_phase() == forked
 
 
-async def test_paced_reads_are_made_on_the_instants_of_the_grid() -> None:
+async def test_paced_reads_are_made_on_the_instants_of_the_grid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport, "grid_phase", lambda: 0.0)  # the start is timed to it
     server, state = await _serve(_chunked([b"%d," % n for n in range(40)], pause=0.01))
     loop = asyncio.get_running_loop()
     async with server, _client() as client:

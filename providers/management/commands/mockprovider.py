@@ -20,7 +20,8 @@ class Command(BaseCommand):
             "--write-interval",
             type=float,
             default=0.0,
-            help="Send the tokens due within this many seconds in one write (0: one each).",
+            help="Send the tokens due within this many seconds in one write "
+            "(0: a write per token, unless late; only with --tokens-per-second).",
         )
         parser.add_argument("--reply-tokens", type=int, default=12)
         parser.add_argument("--cached-tokens", type=int, default=0)
