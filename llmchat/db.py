@@ -217,13 +217,20 @@ def _json_rows(children: Sequence[Model], columns: list[Any], connection: Any) -
     ORM's would. Dates and numbers go as the text PostgreSQL reads them from.
     Values JSON cannot carry (bytes, durations, a JSONField's) are refused here
     (TypeError): no field of the models it serves has them."""
-    rows = []
-    for child in children:
-        row = {}
-        for f in columns:
-            value = f.get_db_prep_save(f.pre_save(child, add=True), connection=connection)
-            if isinstance(value, (datetime, date, time, Decimal, UUID)):
-                value = value.isoformat() if not isinstance(value, (Decimal, UUID)) else str(value)
-            row[f.column] = value
-        rows.append(row)
-    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+    rows = [
+        {
+            f.column: f.get_db_prep_save(f.pre_save(child, add=True), connection=connection)
+            for f in columns
+        }
+        for child in children
+    ]
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False, default=_json_text)
+
+
+def _json_text(value: Any) -> str:
+    """A value JSON has no type for, as the text PostgreSQL reads it from."""
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, UUID)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} cannot go in take_and_add's rows")
