@@ -100,18 +100,41 @@ def guess_format(location: str, text: str) -> str:
     return "csv"
 
 
-def parse(text: str, fmt: str, *, source: str = "") -> list[PriceRow]:
-    parsers = {"json": parse_json, "csv": parse_csv, "litellm": parse_litellm}
-    if fmt not in parsers:
+# Why a source's entry was left out, in the order the report lists them.
+SKIP_REASONS = {
+    "entry": "not a model entry",
+    "provider": "another provider",
+    "mode": "not a chat model",
+    "name": "not a plain model id (fine-tune or path)",
+    "price": "no input or output price per token",
+    "alias": "alias of a kept entry, same values",
+    "conflict": "alias of a kept entry, different values",
+}
+
+
+@dataclass
+class ParsedSource:
+    rows: list[PriceRow]
+    entries: int  # how many entries the source had, kept or not
+    # reason (a key of SKIP_REASONS) -> the skipped entries' names, sorted
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+
+def parse(text: str, fmt: str, *, source: str = "") -> ParsedSource:
+    if fmt not in ("json", "csv", "litellm"):
         raise PriceSourceError(f"Unknown format {fmt!r}; use litellm, csv or json.")
-    rows = parsers[fmt](text, source=source)
+    if fmt == "litellm":
+        parsed = parse_litellm(text, source=source)
+    else:
+        rows = (parse_json if fmt == "json" else parse_csv)(text, source=source)
+        parsed = ParsedSource(rows=rows, entries=len(rows))
     seen: set[tuple[str, str]] = set()
-    for row in rows:
+    for row in parsed.rows:
         key = (row.provider, row.model)
         if key in seen:
             raise PriceSourceError(f"{row.provider}/{row.model} appears twice.")
         seen.add(key)
-    return rows
+    return parsed
 
 
 def parse_json(text: str, *, source: str = "") -> list[PriceRow]:
@@ -182,47 +205,84 @@ def _convert(name: str, raw: Any) -> Any:
     return str(raw).strip()
 
 
-# LiteLLM's provider names, and the prefix its keys carry for some.
-_LITELLM_PROVIDERS = {
-    "openai": ("openai", ""),
-    "anthropic": ("anthropic", ""),
-    "gemini": ("google", "gemini/"),
-}
+# LiteLLM's provider names and ours; its keys are the model id, or the provider's
+# name, a slash and the model id.
+_LITELLM_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
 _TIER = re.compile(
     r"^(input|output|cache_read_input|cache_creation_input)_(?:token_)?cost(?:_per_token)?_above_(\d+)k_tokens$"
 )
 
 
-def parse_litellm(text: str, *, source: str = "") -> list[PriceRow]:
+def parse_litellm(text: str, *, source: str = "") -> ParsedSource:
     """LiteLLM's model_prices_and_context_window.json: chat models of OpenAI,
-    Anthropic and Gemini, per-token costs turned into per-million prices."""
+    Anthropic and Gemini, per-token costs turned into per-million prices, one row
+    per model whatever the file's key order; every other entry is skipped with
+    its reason."""
     try:
         data = json.loads(text, parse_float=Decimal)
     except ValueError as exc:
         raise PriceSourceError(f"Not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise PriceSourceError("Expected LiteLLM's JSON object keyed by model name.")
-    rows = []
+    skipped: dict[str, list[str]] = {reason: [] for reason in SKIP_REASONS}
+    # (provider, model) -> [(key is provider-prefixed, key, row)]
+    candidates: dict[tuple[str, str], list[tuple[bool, str, PriceRow]]] = {}
     today = datetime.now(UTC).date()
     for key, spec in data.items():
         if key == "sample_spec" or not isinstance(spec, dict):
+            skipped["entry"].append(key)
             continue
-        mapping = _LITELLM_PROVIDERS.get(str(spec.get("litellm_provider")))
-        if mapping is None or spec.get("mode", "chat") not in ("chat", "responses"):
+        litellm_provider = str(spec.get("litellm_provider"))
+        provider = _LITELLM_PROVIDERS.get(litellm_provider)
+        if provider is None:
+            skipped["provider"].append(key)
             continue
-        provider, prefix = mapping
-        model = key.removeprefix(prefix)
+        if spec.get("mode", "chat") not in ("chat", "responses"):
+            skipped["mode"].append(key)
+            continue
+        model = key.removeprefix(f"{litellm_provider}/")
         if "/" in model or model.startswith("ft:"):
+            skipped["name"].append(key)
             continue
         try:
             row = _litellm_row(provider, model, spec, source, today)
         except (InvalidOperation, ValueError, TypeError):
             raise PriceSourceError(f"{key}: a cost or token count is not a number.") from None
-        if row is not None:
-            rows.append(row)
+        if row is None:
+            skipped["price"].append(key)
+            continue
+        candidates.setdefault((provider, model), []).append((key != model, key, row))
+    rows = []
+    for _, entries in sorted(candidates.items()):
+        # LiteLLM looks a call to provider P up as "P/model" before the bare
+        # "model" (utils.get_model_info), so the prefixed entry is the one it bills by.
+        entries.sort(key=lambda entry: (not entry[0], entry[1]))
+        _, kept_key, kept = entries[0]
+        rows.append(kept)
+        for _, key, row in entries[1:]:
+            if row == kept:
+                skipped["alias"].append(key)
+            else:
+                skipped["conflict"].append(f"{key} (kept {kept_key}; {_differences(kept, row)})")
     if not rows:
         raise PriceSourceError("No OpenAI, Anthropic or Gemini chat models found in the file.")
-    return rows
+    return ParsedSource(
+        rows=rows,
+        entries=len(data),
+        skipped={reason: sorted(names) for reason, names in skipped.items() if names},
+    )
+
+
+def _differences(kept: PriceRow, other: PriceRow) -> str:
+    return ", ".join(
+        f"{name} {_text(getattr(kept, name))}, here {_text(getattr(other, name))}"
+        for name in ROW_FIELDS
+        if getattr(kept, name) != getattr(other, name)
+    )
+
+
+def _text(value: Any) -> str:
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
 
 
 def _per_million(value: Any) -> Decimal | None:

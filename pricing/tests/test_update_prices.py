@@ -2,6 +2,8 @@
 one transaction, history kept, idempotent."""
 
 import http.server
+import json
+import lzma
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,6 +20,8 @@ from pricing.models import ModelPrice, price_for
 DATA = Path(__file__).parent / "data"
 LITELLM = str(DATA / "litellm_sample.json")
 CSV = str(DATA / "prices.csv")
+# LiteLLM's price map as released in litellm 1.110.2 (see data/README.md).
+RELEASED = DATA / "litellm-1.110.2-model_prices.json.xz"
 
 
 @pytest.fixture(autouse=True)
@@ -224,3 +228,169 @@ def test_it_fetches_a_url(price_server: str) -> None:
 def test_an_unreachable_url_is_a_clear_error() -> None:
     with pytest.raises(CommandError, match="Could not fetch"):
         update("http://127.0.0.1:1/prices.json")
+
+
+# --- LiteLLM's released price map ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def released_text() -> str:
+    return lzma.decompress(RELEASED.read_bytes()).decode()
+
+
+@pytest.fixture
+def released(tmp_path: Path, released_text: str) -> str:
+    path = tmp_path / "model_prices_and_context_window.json"
+    path.write_text(released_text)
+    return str(path)
+
+
+def per_million(released_text: str, key: str, field: str) -> Decimal:
+    return Decimal(str(json.loads(released_text)[key][field])) * 1_000_000
+
+
+def test_it_dry_runs_litellms_released_file(released: str) -> None:
+    output = update(released, "--dry-run")
+    assert "177 added, 0 changed, 0 unchanged, 0 missing from the source." in output
+    assert "Dry run: nothing written." in output
+    assert not ModelPrice.objects.exists()
+
+
+def test_it_loads_litellms_released_file(released: str, released_text: str) -> None:
+    output = update(released)
+    assert "Wrote 177 new price row(s)" in output
+    counts = {
+        p: ModelPrice.objects.filter(provider=p).count() for p in ("openai", "anthropic", "google")
+    }
+    assert counts == {"openai": 113, "anthropic": 22, "google": 42}
+    for provider, model, key in [
+        ("openai", "gpt-4o", "gpt-4o"),
+        ("openai", "gpt-5", "gpt-5"),
+        ("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("google", "gemini-2.5-pro", "gemini/gemini-2.5-pro"),
+        ("google", "gemini-flash-latest", "gemini/gemini-flash-latest"),
+    ]:
+        price = ModelPrice.objects.get(provider=provider, model=model)
+        assert price.input_per_mtok == per_million(released_text, key, "input_cost_per_token")
+        assert price.output_per_mtok == per_million(released_text, key, "output_cost_per_token")
+        assert price.cached_input_per_mtok == per_million(
+            released_text, key, "cache_read_input_token_cost"
+        )
+    assert ModelPrice.objects.get(model="gpt-4o").input_per_mtok == Decimal("2.5")
+    sonnet = ModelPrice.objects.get(model="claude-sonnet-4-5")
+    assert sonnet.cache_write_per_mtok == Decimal("3.75")
+    pro = ModelPrice.objects.get(model="gemini-2.5-pro")
+    assert (pro.tier_threshold_tokens, pro.tier_input_per_mtok) == (200_000, Decimal("2.5"))
+    # Its two entries disagree; the gemini/ one (free, as Google's experiment was) wins.
+    assert ModelPrice.objects.get(model="gemini-exp-1206").input_per_mtok == 0
+
+
+def test_a_second_run_of_the_released_file_changes_nothing(released: str) -> None:
+    update(released)
+    rows = list(ModelPrice.objects.order_by("pk").values())
+    output = update(released)
+    assert "0 added, 0 changed, 177 unchanged, 0 missing from the source." in output
+    assert "Nothing to change." in output
+    assert list(ModelPrice.objects.order_by("pk").values()) == rows
+
+
+def test_it_reports_what_it_skipped_and_why(released: str) -> None:
+    output = update(released, "--dry-run")
+    assert (
+        "Skipped 4701 of the source's 4878 entries:\n"
+        "      1 not a model entry\n"
+        "   4547 another provider\n"
+        "    136 not a chat model\n"
+        "     12 not a plain model id (fine-tune or path)\n"
+        "      1 no input or output price per token\n"
+        "      3 alias of a kept entry, same values\n"
+        "      1 alias of a kept entry, different values\n"
+        "        gemini-exp-1206 (kept gemini/gemini-exp-1206; input_per_mtok 0, here 0.3, "
+    ) in output
+    # The other reasons' names only at --verbosity 2, and never the other providers'.
+    assert "gemini-flash-latest\n" not in output
+    verbose = update(released, "--dry-run", "--verbosity", "2")
+    assert "        gemini-flash-latest\n" in verbose
+    assert "        ft:gpt-4o-2024-08-06\n" in verbose
+    assert "        text-embedding-3-small\n" in verbose
+    assert "azure/gpt-4o" not in verbose
+
+
+ALIASES = {
+    "gemini-flash-latest": {
+        "input_cost_per_token": 7.5e-07,
+        "output_cost_per_token": 3.75e-06,
+        "litellm_provider": "gemini",
+        "mode": "chat",
+    },
+    "gemini/gemini-flash-latest": {
+        "input_cost_per_token": 7.5e-07,
+        "output_cost_per_token": 3.75e-06,
+        "litellm_provider": "gemini",
+        "mode": "chat",
+    },
+    "gemini-exp-1206": {
+        "input_cost_per_token": 3e-07,
+        "output_cost_per_token": 2.5e-06,
+        "litellm_provider": "gemini",
+        "mode": "chat",
+    },
+    "gemini/gemini-exp-1206": {
+        "input_cost_per_token": 0,
+        "output_cost_per_token": 0,
+        "litellm_provider": "gemini",
+        "mode": "chat",
+    },
+    "gpt-x": {
+        "input_cost_per_token": 1e-06,
+        "output_cost_per_token": 2e-06,
+        "litellm_provider": "openai",
+        "mode": "chat",
+    },
+    "openai/gpt-x": {
+        "input_cost_per_token": 2e-06,
+        "output_cost_per_token": 4e-06,
+        "litellm_provider": "openai",
+        "mode": "chat",
+    },
+    "claude-y": {
+        "input_cost_per_token": 3e-06,
+        "output_cost_per_token": 1.5e-05,
+        "litellm_provider": "anthropic",
+        "mode": "chat",
+    },
+}
+
+
+def test_aliases_are_resolved_the_same_whatever_the_key_order(tmp_path: Path) -> None:
+    outputs, tables = set(), set()
+    # Every rotation, forwards and backwards: each key comes first once, and each
+    # pair of aliases is met in both orders.
+    keys = list(ALIASES)
+    rotations = [keys[i:] + keys[:i] for i in range(len(keys))]
+    for n, order in enumerate(rotations + [r[::-1] for r in rotations]):
+        path = tmp_path / f"order-{n}.json"
+        path.write_text(json.dumps({key: ALIASES[key] for key in order}))
+        outputs.add(update(str(path), "--dry-run").replace(str(path), "FILE"))
+        update(str(path), "--effective-from", "2026-01-01")
+        tables.add(
+            tuple(
+                ModelPrice.objects.order_by("provider", "model").values_list(
+                    "provider", "model", "input_per_mtok", "output_per_mtok"
+                )
+            )
+        )
+        ModelPrice.objects.all().delete()
+    assert len(outputs) == 1
+    assert tables == {
+        (
+            ("anthropic", "claude-y", Decimal(3), Decimal(15)),
+            ("google", "gemini-exp-1206", Decimal(0), Decimal(0)),
+            ("google", "gemini-flash-latest", Decimal("0.75"), Decimal("3.75")),
+            ("openai", "gpt-x", Decimal(2), Decimal(4)),  # the provider-prefixed entry
+        )
+    }
+    (output,) = outputs
+    assert "      1 alias of a kept entry, same values\n" in output
+    assert "      2 alias of a kept entry, different values\n" in output
+    assert "        gpt-x (kept openai/gpt-x; input_per_mtok 2, here 1, " in output

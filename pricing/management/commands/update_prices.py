@@ -1,9 +1,10 @@
 """Update model prices from LiteLLM's price file or our own CSV/JSON.
 
-Prints what would change (added / changed / unchanged / missing from the source),
-then applies it in one transaction: new and changed models get new rows in effect
-from --effective-from (default now); earlier rows, and so every cost already
-recorded, stay as they were. Running it again with the same source changes nothing.
+Prints what would change (added / changed / unchanged / missing from the source)
+and what of the source was skipped and why, then applies it in one transaction: new
+and changed models get new rows in effect from --effective-from (default now);
+earlier rows, and so every cost already recorded, stay as they were. Running it
+again with the same source changes nothing.
 """
 
 from datetime import UTC, date, datetime
@@ -35,12 +36,13 @@ class Command(BaseCommand):
         try:
             text = sources.read_source(opts["source"])
             fmt = opts["format"] or sources.guess_format(opts["source"], text)
-            rows = sources.parse(text, fmt, source=opts["source"])
-            result = sources.diff(rows, provider=opts["provider"])
+            parsed = sources.parse(text, fmt, source=opts["source"])
+            result = sources.diff(parsed.rows, provider=opts["provider"])
         except sources.PriceSourceError as exc:
             raise CommandError(str(exc)) from None
 
         self._report(result)
+        self._report_skipped(parsed, opts["verbosity"])
         if opts["dry_run"]:
             self.stdout.write("Dry run: nothing written.")
             return
@@ -89,3 +91,16 @@ class Command(BaseCommand):
             f"{len(result.added)} added, {len(result.changed)} changed, "
             f"{len(result.unchanged)} unchanged, {len(result.missing)} missing from the source."
         )
+
+    def _report_skipped(self, parsed: sources.ParsedSource, verbosity: int) -> None:
+        if not parsed.skipped:
+            return
+        total = sum(len(names) for names in parsed.skipped.values())
+        self.stdout.write(f"Skipped {total} of the source's {parsed.entries} entries:")
+        for reason, names in parsed.skipped.items():
+            self.stdout.write(f"  {len(names):>5} {sources.SKIP_REASONS[reason]}")
+            # Conflicts need a decision, so they are always named; the rest are
+            # named at --verbosity 2, except the thousands of other providers'.
+            if reason == "conflict" or (verbosity >= 2 and reason != "provider"):
+                for name in names:
+                    self.stdout.write(f"        {name}")
