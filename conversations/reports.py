@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from accounts.budgets import month_bounds
 from conversations.models import KeySource, UsageRecord, UsageRecordQuerySet
+from llmchat.csvcells import safe_cell
 from providers.registry import PROVIDER_NAMES
 
 PERIODS = [
@@ -438,18 +439,10 @@ class _Writable(Protocol):
     def write(self, text: str, /) -> Any: ...
 
 
-# A cell starting with one of these is a formula to a spreadsheet; model names
-# on the compatible provider are whatever a user typed.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: str) -> str:
-    return f"'{value}" if value.startswith(_FORMULA_START) else value
-
-
 def write_csv(report: Report, out: _Writable) -> None:
     writer = csv.writer(out)
-    writer.writerows([csv_cell(cell) for cell in row] for row in report.table())
+    # Every cell: the group columns are emails and model names users typed.
+    writer.writerows([safe_cell(cell) for cell in row] for row in report.table())
 
 
 # --- The chart, drawn on the server: an inline SVG, no script -------------------

@@ -528,6 +528,33 @@ def test_the_csv_defuses_spreadsheet_formulas(
     assert rows[1][:2] == ["compatible", '\'=HYPERLINK("http://evil.example","x")']
 
 
+# What spreadsheets run as formulas, and what they only look like.
+HOSTILE = ["=1+1", "+1", "-1", "@A1", "\t1", "\r1", "\n=1", " =1", " \t@A1", "\uff1d1", "\uff0d1"]
+HARMLESS = ["gpt-4o", "a=b", "x-1@example.com", "1"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", HOSTILE + HARMLESS)
+@pytest.mark.parametrize("group", ["user", "provider", "model"])
+def test_no_cell_of_the_csv_starts_a_formula(
+    operator: Client, frozen_now: Any, value: str, group: str
+) -> None:
+    UsageRecord.objects.create(
+        user=None,
+        user_email=value,
+        provider=value,
+        model=value,
+        key_source="user",
+        outcome="complete",
+        created=NOW,
+    )
+    rows = csv_table(operator.get(REPORT_CSV, {"group": group}))
+    expected = f"'{value}" if value in HOSTILE else value
+    assert rows[1][: len(rows[0]) - len(reports.METRIC_COLUMNS)] == (
+        [expected, expected] if group == "model" else [expected]
+    )
+
+
 # --- Who may see it -------------------------------------------------------------
 
 

@@ -297,6 +297,33 @@ def test_jsonl_lines_parse_and_their_costs_add_up_to_the_ledger_exactly(ledger: 
     assert {r["estimated"] for r in rows} == {True, False}
 
 
+# What spreadsheets run as formulas, and what they only look like. Each fits the
+# shortest text column (key_source, 10 characters).
+HOSTILE = ["=1+1", "+1", "-1", "@A1", "\t1", "\r1", "\n=1", " =1", " \t@A1", "\uff1d1", "\uff20A1"]
+HARMLESS = ["gpt-4o", "a=b", "x-1@ex.co", "1"]
+TEXT_COLUMNS = ["user_email", "provider", "model", "key_source", "outcome"]
+
+
+def hostile_record(value: str) -> UsageRecord:
+    return UsageRecord.objects.create(
+        user=None,
+        **dict.fromkeys(TEXT_COLUMNS, value),
+        created=datetime(2026, 11, 22, tzinfo=UTC),
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", HOSTILE + HARMLESS)
+def test_no_text_cell_of_the_csv_starts_a_formula(db: None, value: str) -> None:
+    # On PostgreSQL the CSV comes from COPY: the same rule, in SQL.
+    hostile_record(value)
+    (row,) = csv_rows()
+    expected = f"'{value}" if value in HOSTILE else value
+    assert [row[c] for c in TEXT_COLUMNS] == [expected] * len(TEXT_COLUMNS)
+    (record,) = jsonl_rows()  # JSON is no spreadsheet: values as they are
+    assert [record[c] for c in TEXT_COLUMNS] == [value] * len(TEXT_COLUMNS)
+
+
 @pytest.mark.django_db
 def test_without_output_the_export_goes_to_stdout_and_stderr_stays_quiet(ledger: Ledger) -> None:
     text, err = export("--format", "jsonl")
@@ -458,6 +485,9 @@ def test_on_postgresql_copy_writes_exactly_what_the_csv_writer_would(
         outcome="complete",
         created=datetime(2026, 11, 22, 1, 2, 3, 4500, tzinfo=UTC),
     )
+    for value in HOSTILE:
+        hostile_record(value)
+    UsageRecord.objects.filter(provider="-1").update(model='=HYPERLINK("http://x","y, z")')
     command = export_usage.Command()
     records = command._queryset(
         {"since": None, "until": None, "user": None, "provider": None, "format": "csv"}

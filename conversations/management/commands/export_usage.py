@@ -30,6 +30,7 @@ from django.db.models import Field
 
 from accounts.models import User
 from conversations.models import UsageRecord, UsageRecordQuerySet
+from llmchat.csvcells import safe_cell, safe_cell_sql
 from providers.registry import PROVIDER_NAMES
 
 # The columns, in order; "time" is the record's `created`.
@@ -109,11 +110,17 @@ def as_record(values: tuple[Any, ...]) -> dict[str, Any]:
 
 
 _TIME, _COST, _UNPRICED, _ESTIMATED = map(COLUMNS.index, ("time", "cost", "unpriced", "estimated"))
+# The columns holding text, some of it typed by users (emails, model names): in CSV
+# each goes through safe_cell, so that a spreadsheet does not run it as a formula.
+_TEXT_COLUMNS = ("user_email", "provider", "model", "key_source", "outcome")
+_TEXT = tuple(map(COLUMNS.index, _TEXT_COLUMNS))
 
 
 def csv_cells(values: tuple[Any, ...]) -> list[Any]:
     """One ledger row as CSV cells (the csv module writes None as an empty cell)."""
     cells = list(values)
+    for i in _TEXT:
+        cells[i] = safe_cell(cells[i])
     cells[_TIME] = iso_utc(cells[_TIME])
     cells[_COST] = cost_text(cells[_COST])
     cells[_UNPRICED] = "true" if cells[_UNPRICED] else "false"
@@ -146,8 +153,8 @@ def write_jsonl(rows: Iterable[tuple[Any, ...]], out: _Writable, tick: Callable[
 
 # PostgreSQL expressions giving exactly what csv_cells() writes: times as
 # iso_utc() (microseconds only when there are any), costs with 6 places, the
-# booleans as true/false, and empty text as an empty (NULL) cell, because COPY
-# quotes an empty string ("") where csv writes nothing.
+# booleans as true/false, text through safe_cell, and empty text as an empty
+# (NULL) cell, because COPY quotes an empty string ("") where csv writes nothing.
 _COPY_SQL = {
     "time": (
         "to_char(%(t)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
@@ -157,7 +164,6 @@ _COPY_SQL = {
     "unpriced": "CASE WHEN %(t)s THEN 'true' ELSE 'false' END",
     "estimated": "CASE WHEN %(t)s THEN 'true' ELSE 'false' END",
 }
-_TEXT_COLUMNS = ("user_email", "provider", "model", "key_source", "outcome")
 
 
 def copy_csv_rows(records: UsageRecordQuerySet) -> Iterator[memoryview]:
@@ -171,7 +177,7 @@ def copy_csv_rows(records: UsageRecordQuerySet) -> Iterator[memoryview]:
         if column in _COPY_SQL:
             columns.append(_COPY_SQL[column] % {"t": ref})
         elif column in _TEXT_COLUMNS:
-            columns.append(f"NULLIF({ref}, '')")
+            columns.append(safe_cell_sql(f"NULLIF({ref}, '')"))
         else:
             columns.append(ref)
     # Django compiles the filters and the order; only the select list is ours.
