@@ -21,11 +21,13 @@ from django.db.models import (
     QuerySet,
     Subquery,
 )
+from django.db.models.constants import LOOKUP_SEP
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.urls.exceptions import NoReverseMatch
+from django.utils.html import format_html
 
 from conversations import reports, selectors
 from conversations.models import Conversation, Message, UsageRecord
@@ -39,6 +41,28 @@ def _can_read_chats() -> bool:
     # Read per request, so that turning it off takes effect without a restart
     # of anything that cached the admin.
     return bool(getattr(settings, "ADMIN_CAN_READ_CHATS", False))
+
+
+# What people wrote: a conversation's title (their words, or the first words of
+# their first message), its system prompt and its messages.
+_CONTENT_FIELDS = frozenset({"title", "system_prompt", "messages"})
+
+
+def conversation_label(conversation_id: int) -> str:
+    """A conversation named without its title."""
+    return f"Conversation #{conversation_id}"
+
+
+def _untitled(conversation: Conversation) -> Conversation:
+    """The conversation with its title replaced, in memory, by its label.
+
+    Django names an object by str() in many places (breadcrumbs, page titles, the
+    delete page, its success message, the action log), and a conversation's str()
+    is its title. The admin never saves a conversation (no add or change
+    permission; deleting saves nothing), so the label never reaches the database.
+    """
+    conversation.title = conversation_label(conversation.pk)
+    return conversation
 
 
 def _tokens(obj: UsageRecord | Message) -> str:
@@ -95,6 +119,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_select_related = False
     # The ledger grows without bound: don't count all of it on every page.
     show_full_result_count = False
+    readonly_fields = ["conversation_link"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -108,6 +133,24 @@ class UsageRecordAdmin(admin.ModelAdmin):
     @admin.display(description="tokens")
     def tokens(self, obj: UsageRecord) -> str:
         return _tokens(obj)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # The conversation by its label, not by str() (its title), in the same place.
+        fields = [f for f in super().get_fields(request, obj) if f != "conversation_link"]
+        return ["conversation_link" if f == "conversation" else f for f in fields]
+
+    @admin.display(description="conversation")
+    def conversation_link(self, obj: UsageRecord) -> str:
+        if obj.conversation_id is None:
+            return "—"
+        label = conversation_label(obj.conversation_id)
+        if _can_read_chats() and obj.conversation is not None:
+            label = obj.conversation.title or label
+        url = reverse(
+            f"{self.admin_site.name}:conversations_conversation_change",
+            args=[obj.conversation_id],
+        )
+        return format_html('<a href="{}">{}</a>', url, label)
 
     def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
@@ -230,8 +273,12 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
+    """Metadata and counts; the title, system prompt and messages are what people
+    wrote, shown (and searched) only when the site lets staff read chats. Otherwise a
+    conversation is "Conversation #<id>" everywhere the admin names it."""
+
     list_display = [
-        "__str__",
+        "name",
         "user",
         "provider",
         "model",
@@ -242,9 +289,57 @@ class ConversationAdmin(admin.ModelAdmin):
     ]
     list_filter = [ProviderFilter]
     list_select_related = ["user"]
-    search_fields = ["title", "user__email"]
     date_hierarchy = "updated"
-    metadata = ("user", "title", "provider", "model", "created", "updated")
+    metadata = ("user", "provider", "model", "created", "updated")
+
+    @admin.display(description="conversation")
+    def name(self, obj: Conversation) -> str:
+        if _can_read_chats() and obj.title:
+            return obj.title
+        return conversation_label(obj.pk)
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        # Not the title when it may not be read: a search is a way to read it.
+        return ["title", "user__email"] if _can_read_chats() else ["user__email"]
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        # ?title__startswith=... in the list's URL would read a title letter by letter.
+        if not _can_read_chats() and lookup.split(LOOKUP_SEP)[0] in _CONTENT_FIELDS:
+            return False
+        return bool(super().lookup_allowed(lookup, value, request))
+
+    def to_field_allowed(self, request: HttpRequest, to_field: str) -> bool:
+        # Other pages' pickers (autocomplete) list conversations by their str(),
+        # the title; nothing in this admin picks a conversation.
+        return _can_read_chats() and bool(super().to_field_allowed(request, to_field))
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        # Each row's checkbox is labelled with the row's str() (aria-label).
+        if not _can_read_chats():
+            for conversation in changelist.result_list:
+                _untitled(conversation)
+        return changelist
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Conversation | None:
+        # The change, delete and history pages name the object by str().
+        conversation = super().get_object(request, object_id, from_field)
+        if conversation is not None and not _can_read_chats():
+            _untitled(conversation)
+        return conversation
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        if not _can_read_chats():
+            objs = [_untitled(conversation) for conversation in objs]
+        return super().get_deleted_objects(objs, request)
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
+        # The log outlives the setting, and the admin's index lists it: never a title.
+        # A list, as Django's own delete page passes ([obj]); the stubs say QuerySet.
+        untitled = [_untitled(c) for c in queryset]
+        return super().log_deletions(request, untitled)  # type: ignore[arg-type]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         messages = (
@@ -267,6 +362,7 @@ class ConversationAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = [*self.metadata, "message_count", "total_cost"]
         if _can_read_chats():
+            fields[1:1] = ["title"]
             fields.append("system_prompt")
         return fields
 

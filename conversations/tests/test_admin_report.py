@@ -1,5 +1,5 @@
-"""The operators' admin: the usage report (and its CSV), the read-only ledger, and
-conversations with their content gate."""
+"""The operators' admin: the usage report (and its CSV) and the read-only ledger.
+Conversations, with their content gate, are in test_admin_conversations.py."""
 
 import csv
 import io
@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from conftest import make_user
 from conversations import reports
-from conversations.models import Conversation, Message, UsageRecord
+from conversations.models import UsageRecord
 from conversations.reports import ReportFilters, usage_report
 
 REPORT = "/admin/conversations/usagerecord/report/"
@@ -641,114 +641,3 @@ def test_the_ledger_filters_by_provider(operator: Client, ledger: Any) -> None:
 def test_the_ledger_list_offers_no_bulk_delete(operator: Client, ledger: Any) -> None:
     response = operator.get("/admin/conversations/usagerecord/")
     assert "delete_selected" not in response.content.decode()
-
-
-# --- Conversations --------------------------------------------------------------
-
-SECRET_TEXT = "my secret plan to visit the moon"
-
-
-@pytest.fixture
-def conversation(alice: Any) -> Conversation:
-    conversation = Conversation.objects.create(
-        user=alice,
-        title="Travel",
-        provider="openai",
-        model="gpt-4o",
-        system_prompt="You are a very private assistant",
-    )
-    Message.objects.create(conversation=conversation, role="user", content=SECRET_TEXT)
-    reply = Message.objects.create(
-        conversation=conversation,
-        role="assistant",
-        content="Pack a warm coat",
-        html="<p>Pack a warm coat</p>",
-        input_tokens=12,
-        output_tokens=5,
-        cost=Decimal("0.000250"),
-    )
-    UsageRecord.objects.create(
-        user=alice,
-        user_email=alice.email,
-        conversation=conversation,
-        message=reply,
-        provider="openai",
-        model="gpt-4o",
-        key_source="user",
-        cost=Decimal("0.000250"),
-        outcome="complete",
-    )
-    return conversation
-
-
-@pytest.mark.django_db
-def test_the_conversation_list_shows_metadata_counts_and_cost(
-    operator: Client, conversation: Conversation
-) -> None:
-    html = operator.get("/admin/conversations/conversation/").content.decode()
-    assert "Travel" in html
-    assert "alice@example.com" in html
-    assert '<td class="field-message_count">2</td>' in html
-    assert "$0.000250" in html
-    assert SECRET_TEXT not in html
-
-
-@pytest.mark.django_db
-def test_staff_see_no_message_content_by_default(
-    operator: Client, conversation: Conversation, settings: Any
-) -> None:
-    del settings.ADMIN_CAN_READ_CHATS  # read with a default of False
-    response = operator.get(f"/admin/conversations/conversation/{conversation.pk}/change/")
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert "Travel" in html
-    assert "$0.000250" in html
-    assert SECRET_TEXT not in html
-    assert "Pack a warm coat" not in html
-    assert "very private assistant" not in html
-    assert "messages-group" not in html
-
-
-@pytest.mark.django_db
-def test_staff_read_the_messages_when_the_site_allows_it(
-    operator: Client, conversation: Conversation, settings: Any
-) -> None:
-    settings.ADMIN_CAN_READ_CHATS = True
-    html = operator.get(f"/admin/conversations/conversation/{conversation.pk}/change/")
-    text = html.content.decode()
-    assert SECRET_TEXT in text
-    assert "Pack a warm coat" in text
-    assert "12 in / 5 out" in text
-    assert "very private assistant" in text
-
-    settings.ADMIN_CAN_READ_CHATS = False  # read at request time
-    html = operator.get(f"/admin/conversations/conversation/{conversation.pk}/change/")
-    assert SECRET_TEXT not in html.content.decode()
-
-
-@pytest.mark.django_db
-def test_the_search_does_not_look_into_messages(
-    operator: Client, conversation: Conversation
-) -> None:
-    response = operator.get("/admin/conversations/conversation/", {"q": "moon"})
-    assert response.context["cl"].result_count == 0
-
-
-@pytest.mark.django_db
-def test_conversations_are_read_only_but_can_be_deleted(
-    operator: Client, conversation: Conversation
-) -> None:
-    change_url = f"/admin/conversations/conversation/{conversation.pk}/change/"
-    assert operator.post(change_url, {"title": "Renamed"}).status_code == 403
-    assert operator.get("/admin/conversations/conversation/add/").status_code == 403
-
-    confirm = operator.get(f"/admin/conversations/conversation/{conversation.pk}/delete/")
-    assert confirm.status_code == 200
-    assert SECRET_TEXT not in confirm.content.decode()
-    response = operator.post(
-        f"/admin/conversations/conversation/{conversation.pk}/delete/", {"post": "yes"}
-    )
-    assert response.status_code == 302
-    assert not Conversation.objects.filter(pk=conversation.pk).exists()
-    # The ledger keeps the call.
-    assert UsageRecord.objects.get().conversation is None
