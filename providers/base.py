@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -53,6 +54,11 @@ class Credentials:
         return f"Credentials(base_url={self.base_url!r}, key_source={self.key_source!r})"
 
 
+MAX_TOKENS = 2**31 - 1
+"""The most tokens one count may hold: what the ledger's columns store on every
+database. A larger count from a provider is a provider's bug, recorded as this."""
+
+
 @dataclass(frozen=True)
 class Usage:
     """Token counts as the provider reported them, normalized across vendors.
@@ -77,6 +83,46 @@ class Usage:
             raise ValueError("cached and cache-write tokens are part of the input")
         if not 0 <= self.reasoning_tokens <= self.output_tokens:
             raise ValueError("reasoning tokens are part of the output")
+        if max(self.input_tokens, self.output_tokens) > MAX_TOKENS:
+            raise ValueError(f"token counts are at most {MAX_TOKENS}")
+
+    @classmethod
+    def normalized(
+        cls,
+        *,
+        input_tokens: Any,
+        cached_tokens: Any = 0,
+        cache_write_tokens: Any = 0,
+        output_tokens: Any,
+        reasoning_tokens: Any = 0,
+    ) -> Usage:
+        """A Usage from whatever numbers a provider sent. Provider data is not
+        allowed to break a reply: a missing or malformed count is 0, a count
+        beyond MAX_TOKENS is MAX_TOKENS, and parts that exceed their whole (a
+        vendor bug) stretch the whole, up to that bound, instead of raising."""
+        cached, write = _count(cached_tokens), _count(cache_write_tokens)
+        whole_input = min(max(_count(input_tokens), cached + write), MAX_TOKENS)
+        cached = min(cached, whole_input)
+        output = _count(output_tokens)
+        reasoning = _count(reasoning_tokens)
+        return cls(
+            input_tokens=whole_input,
+            cached_tokens=cached,
+            cache_write_tokens=min(write, whole_input - cached),
+            output_tokens=max(output, reasoning),
+            reasoning_tokens=reasoning,
+        )
+
+
+def _count(value: Any) -> int:
+    """A token count as a provider sent it, as an int in 0..MAX_TOKENS."""
+    if isinstance(value, bool):
+        return 0
+    try:
+        number = int(value or 0)
+    except (TypeError, ValueError, OverflowError):  # text, NaN, infinity
+        return 0
+    return min(max(number, 0), MAX_TOKENS)
 
 
 ErrorCode = Literal[
@@ -212,11 +258,25 @@ class Provider(ABC):
         key = str(getattr(settings, self.api_key_setting, "")) if self.api_key_setting else ""
         return Credentials(key, self.operator_base_url(), "server") if key else None
 
+    async def _list_models(self, creds: Credentials) -> list[str]:
+        """The ids of the chat models the provider offers this key (a listing call)."""
+        return []
+
     async def check_key(self, creds: Credentials) -> None:
         """Raise ProviderError unless the key works."""
+        await self._short_call(self._check_key(creds))
+
+    async def list_models(self, creds: Credentials) -> list[str]:
+        """The chat models the provider lists for this key, sorted; ProviderError
+        unless it answers."""
+        return sorted(set(await self._short_call(self._list_models(creds))))
+
+    async def _short_call[R](self, call: Coroutine[Any, Any, R]) -> R:
+        """A quick call that is not a chat (a key check, a listing), its failures
+        as ProviderError."""
         try:
             async with asyncio.timeout(settings.PROVIDER_CONNECT_TIMEOUT * 3):
-                await self._check_key(creds)
+                return await call
         except ProviderError:
             raise
         except TimeoutError as exc:
@@ -388,6 +448,7 @@ class ChatStream:
     async def _run(self) -> AsyncGenerator[Event]:
         provider = self.provider
         billed: Usage | None = None  # what earlier, failed attempts were billed
+        text = _TextCleaner()
         while True:
             self.attempts += 1
             started = False
@@ -403,10 +464,15 @@ class ChatStream:
                             self.usage = _add(billed, event.usage)
                         elif isinstance(event, Finish):
                             finish = event
-                        else:
-                            if isinstance(event, TextDelta) and event.text:
+                        elif isinstance(event, TextDelta):
+                            clean = text.clean(event.text)
+                            if clean:
                                 started = True
+                                yield TextDelta(clean)
+                        else:
                             yield event
+                if rest := text.end():
+                    yield TextDelta(rest)
                 if self.usage is not None:
                     yield UsageReport(self.usage, final=True)
                 yield finish or Finish("stop")
@@ -423,16 +489,49 @@ class ChatStream:
                 )
                 await asyncio.sleep(delay)
                 continue
+            if rest := text.end():
+                yield TextDelta(rest)
             if self.usage is not None:
                 yield UsageReport(self.usage, final=False)
             yield Failure(error)
             return
 
 
+_UNSAFE_TEXT = re.compile("[\x00\ud800-\udfff]")
+_HIGH_SURROGATE = re.compile("[\ud800-\udbff]\\Z")
+
+
+class _TextCleaner:
+    """A reply's text as valid Unicode that every database and renderer takes.
+
+    JSON lets a provider send UTF-16 surrogates as escapes, and a stream may
+    split a pair across two chunks: a high surrogate at the end of a chunk waits
+    for the next, pairs are joined into their character, and a lone surrogate or
+    a NUL (which PostgreSQL's text cannot hold) becomes U+FFFD."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def clean(self, chunk: str) -> str:
+        if self._pending:
+            chunk, self._pending = self._pending + chunk, ""
+        if not _UNSAFE_TEXT.search(chunk):
+            return chunk
+        if _HIGH_SURROGATE.search(chunk):
+            chunk, self._pending = chunk[:-1], chunk[-1]
+        joined = chunk.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        return joined.replace("\x00", "\ufffd")
+
+    def end(self) -> str:
+        """What is still held back once the stream ends: a lone high surrogate."""
+        pending, self._pending = self._pending, ""
+        return "\ufffd" if pending else ""
+
+
 def _add(a: Usage | None, b: Usage) -> Usage:
     if a is None:
         return b
-    return Usage(
+    return Usage.normalized(
         input_tokens=a.input_tokens + b.input_tokens,
         cached_tokens=a.cached_tokens + b.cached_tokens,
         cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,

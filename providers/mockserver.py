@@ -66,6 +66,7 @@ class MockConfig:
     # which go with the next). Only with tokens_per_second.
     write_interval: float = 0.0
     reply: str | None = None  # fixed reply; else an echo of the last user message
+    chunks: list[str] | None = None  # the reply exactly as these chunks (wins over reply)
     reply_tokens: int = 12  # length of the generated reply, in tokens
     input_tokens: int | None = None  # else counted from the request's words
     cached_tokens: int = 0  # of the input, read from cache
@@ -363,6 +364,8 @@ class _Exchange:
 
     def reply_tokens(self, prompt: str) -> list[str]:
         cfg = self.cfg
+        if cfg.chunks is not None:
+            return list(cfg.chunks)
         if cfg.reply is not None:
             return _tokens_of(cfg.reply)
         echo = _words(prompt)[:6]
@@ -673,7 +676,7 @@ class OpenAIChat(_OpenAIDialect):
             return
         data = [
             {"id": m, "object": "model", "created": 1700000000, "owned_by": "mock"}
-            for m in ("gpt-mock", "gpt-mock-mini")
+            for m in ("gpt-mock", "gpt-mock-mini", "text-embedding-mock", "whisper-mock")
         ]
         await self.ex.json(200, {"object": "list", "data": data})
 
@@ -1035,12 +1038,14 @@ class Anthropic(_Dialect):
             return
         await ex.sse({"type": "content_block_stop", "index": index}, event="content_block_stop")
         # message_delta's usage is cumulative: the totals so far, not an increment.
-        final = self.usage(prompt, len(tokens))
+        final = {k: v for k, v in self.usage(prompt, len(tokens)).items() if k != "service_tier"}
+        if self.cfg.reasoning_tokens:
+            final["output_tokens_details"] = {"thinking_tokens": self.cfg.reasoning_tokens}
         await ex.sse(
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop, "stop_sequence": None},
-                "usage": {k: v for k, v in final.items() if k != "service_tier"},
+                "usage": final,
             },
             event="message_delta",
         )

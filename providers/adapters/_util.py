@@ -38,26 +38,21 @@ def usage(
     output_tokens: Any,
     reasoning_tokens: Any = 0,
 ) -> Usage:
-    """A Usage from a vendor's (already normalized) numbers.
-
-    Vendor data is not allowed to break a reply: missing counts are 0, and parts
-    that exceed their whole (a vendor bug) stretch the whole instead of raising.
-    """
-    cached, write, reasoning = _n(cached_tokens), _n(cache_write_tokens), _n(reasoning_tokens)
-    return Usage(
-        input_tokens=max(_n(input_tokens), cached + write),
-        cached_tokens=cached,
-        cache_write_tokens=write,
-        output_tokens=max(_n(output_tokens), reasoning),
-        reasoning_tokens=reasoning,
+    """A Usage from a vendor's (already normalized) numbers: Usage.normalized,
+    which no number a vendor sends can break."""
+    return Usage.normalized(
+        input_tokens=input_tokens,
+        cached_tokens=cached_tokens,
+        cache_write_tokens=cache_write_tokens,
+        output_tokens=output_tokens,
+        reasoning_tokens=reasoning_tokens,
     )
 
 
-def _n(value: Any) -> int:
-    try:
-        return max(int(value or 0), 0)
-    except (TypeError, ValueError):
-        return 0
+def count(value: Any) -> int:
+    """One of a vendor's token counts as an int (0 when missing or malformed),
+    for the adapters that add two counts before normalizing."""
+    return Usage.normalized(input_tokens=value, output_tokens=0).input_tokens
 
 
 def attr(obj: Any, *path: str) -> Any:

@@ -3,8 +3,8 @@
 Usage convention: `input_tokens` EXCLUDE the tokens read from cache
 (`cache_read_input_tokens`) and written to it (`cache_creation_input_tokens`), so
 the billed input is their sum. The `usage` in `message_delta` is cumulative (the
-totals so far, not an increment). Thinking tokens are inside `output_tokens` and
-not reported apart, so `reasoning_tokens` stays 0.
+totals so far, not an increment). Thinking tokens are inside `output_tokens` (the
+billed total); `output_tokens_details.thinking_tokens` says how many of them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 
 from providers import clients
-from providers.adapters._util import attr, retry_after, usage
+from providers.adapters._util import attr, count, retry_after, usage
 from providers.base import (
     ChatRequest,
     Credentials,
@@ -33,13 +33,14 @@ from providers.sse import events as sse_events
 
 
 def usage_from_anthropic(raw: Any) -> Usage:
-    read = attr(raw, "cache_read_input_tokens") or 0
-    write = attr(raw, "cache_creation_input_tokens") or 0
+    read = count(attr(raw, "cache_read_input_tokens"))
+    write = count(attr(raw, "cache_creation_input_tokens"))
     return usage(
-        input_tokens=(attr(raw, "input_tokens") or 0) + read + write,
+        input_tokens=count(attr(raw, "input_tokens")) + read + write,
         cached_tokens=read,
         cache_write_tokens=write,
         output_tokens=attr(raw, "output_tokens"),
+        reasoning_tokens=attr(raw, "output_tokens_details", "thinking_tokens"),
     )
 
 
@@ -109,6 +110,9 @@ class AnthropicProvider(Provider):
 
     async def _check_key(self, creds: Credentials) -> None:
         await clients.anthropic_client(creds).models.list(limit=1)
+
+    async def _list_models(self, creds: Credentials) -> list[str]:
+        return [m.id async for m in clients.anthropic_client(creds).models.list(limit=1000)]
 
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
         params: dict[str, Any] = {
@@ -180,6 +184,7 @@ def _counts(raw: Any) -> dict[str, Any]:
     names = (
         "input_tokens",
         "output_tokens",
+        "output_tokens_details",
         "cache_read_input_tokens",
         "cache_creation_input_tokens",
     )

@@ -68,6 +68,9 @@ class CompatibleProvider(Provider):
     async def _check_key(self, creds: Credentials) -> None:
         await self._client(creds).models.list()
 
+    async def _list_models(self, creds: Credentials) -> list[str]:
+        return [m.id async for m in self._client(creds).models.list()]
+
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
         messages: list[dict[str, str]] = []
         if request.system:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from providers import clients
-from providers.adapters._util import attr, usage
+from providers.adapters._util import attr, count, usage
 
 if TYPE_CHECKING:
     from google.genai import errors
@@ -33,8 +33,8 @@ from providers.base import (
 
 
 def usage_from_gemini(raw: Any) -> Usage:
-    thoughts = attr(raw, "thoughts_token_count") or attr(raw, "thoughtsTokenCount") or 0
-    candidates = attr(raw, "candidates_token_count") or attr(raw, "candidatesTokenCount") or 0
+    thoughts = count(attr(raw, "thoughts_token_count") or attr(raw, "thoughtsTokenCount"))
+    candidates = count(attr(raw, "candidates_token_count") or attr(raw, "candidatesTokenCount"))
     return usage(
         input_tokens=attr(raw, "prompt_token_count") or attr(raw, "promptTokenCount"),
         cached_tokens=attr(raw, "cached_content_token_count")
@@ -117,6 +117,14 @@ class GoogleProvider(Provider):
         pager = await clients.google_client(creds).aio.models.list(config={"page_size": 1})
         async for _ in pager:
             break
+
+    async def _list_models(self, creds: Credentials) -> list[str]:
+        pager = await clients.google_client(creds).aio.models.list(config={"page_size": 1000})
+        return [
+            (m.name or "").removeprefix("models/")
+            async for m in pager
+            if m.name and "generateContent" in (m.supported_actions or [])
+        ]
 
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
         from google.genai import types

@@ -7,6 +7,7 @@ Usage convention: `input_tokens` include the cached ones
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -36,6 +37,13 @@ def usage_from_responses(raw: Any) -> Usage:
         output_tokens=attr(raw, "output_tokens"),
         reasoning_tokens=attr(raw, "output_tokens_details", "reasoning_tokens"),
     )
+
+
+# OpenAI lists every model of the account: these families do not chat.
+_NOT_CHAT = re.compile(
+    r"embedding|whisper|tts|dall-e|davinci|babbage|moderation|image|transcribe|"
+    r"realtime|audio|search|computer-use|codex-mini|sora|ft:"
+)
 
 
 def map_openai_error(exc: BaseException) -> ProviderError | None:
@@ -112,6 +120,10 @@ class OpenAIProvider(Provider):
 
     async def _check_key(self, creds: Credentials) -> None:
         await clients.openai_client(creds).models.list()
+
+    async def _list_models(self, creds: Credentials) -> list[str]:
+        listed = [m.id async for m in clients.openai_client(creds).models.list()]
+        return [m for m in listed if not _NOT_CHAT.search(m)]
 
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
         params: dict[str, Any] = {"model": request.model, "store": False, "stream": True}

@@ -8,6 +8,7 @@ import pytest
 
 from providers import registry
 from providers.base import (
+    MAX_TOKENS,
     ChatMessage,
     ChatRequest,
     Credentials,
@@ -114,10 +115,34 @@ async def test_usage_is_normalized_from_each_vendors_convention(
         cached_tokens=600,
         cache_write_tokens=100 if vendor == "anthropic" else 0,
         output_tokens=50,
-        # Anthropic counts thinking inside output_tokens without a separate figure.
-        reasoning_tokens=0 if vendor == "anthropic" else 30,
+        reasoning_tokens=30,
     )
     assert report.usage == expected
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+async def test_counts_no_database_can_hold_are_recorded_at_the_bound(
+    vendor: str, mock_provider: Any
+) -> None:
+    mock_provider.configure(input_tokens=2**70, reasoning_tokens=2**64, reply_tokens=3)
+    events = await collect(vendor, mock_provider)
+    assert isinstance(events[-1], Finish)
+    report = next(e for e in events if isinstance(e, UsageReport))
+    assert report.usage.input_tokens == MAX_TOKENS
+    assert report.usage.output_tokens == report.usage.reasoning_tokens == MAX_TOKENS
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+async def test_a_character_split_across_two_chunks_arrives_whole(
+    vendor: str, mock_provider: Any
+) -> None:
+    # JSON carries the halves of a UTF-16 surrogate pair as escapes, one per chunk.
+    mock_provider.configure(chunks=["Smile \ud83d", "\ude00 and \ud800 \x00", "\udbff"])
+    events = await collect(vendor, mock_provider)
+    text = text_of(events)
+    assert text == "Smile \U0001f600 and \ufffd \ufffd\ufffd"
+    text.encode("utf-8")  # every piece is valid text
+    assert all(isinstance(e, TextDelta) for e in events[:-2])
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
@@ -378,3 +403,29 @@ async def test_the_mock_records_a_marked_turn_s_own_time_to_first_token(
         recorded = (await client.get(f"{base}/_mock/first-tokens")).json()
     assert list(recorded) == ["0123abcd0123abcd"]
     assert 0.14 <= recorded["0123abcd0123abcd"] < 1.0  # the 0.15 s sleep, to the clock's grain
+
+
+@pytest.mark.parametrize(
+    ("vendor", "listed"),
+    [
+        ("openai", ["gpt-mock", "gpt-mock-mini"]),  # not its embedding or audio models
+        ("anthropic", ["claude-mock", "claude-mock-haiku"]),
+        ("google", ["gemini-mock", "gemini-mock-flash"]),
+        ("compatible", ["gpt-mock", "gpt-mock-mini", "text-embedding-mock", "whisper-mock"]),
+    ],
+)
+async def test_it_lists_the_chat_models_the_key_may_use(
+    vendor: str, listed: list[str], mock_provider: Any
+) -> None:
+    assert await registry.get(vendor).list_models(creds(vendor, mock_provider)) == listed
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+async def test_a_listing_with_a_bad_key_is_a_provider_error(
+    vendor: str, mock_provider: Any
+) -> None:
+    with pytest.raises(ProviderError) as exc:
+        await registry.get(vendor).list_models(
+            creds(vendor, mock_provider, key="sk-invalid-0123456789")
+        )
+    assert exc.value.code == "invalid_key"

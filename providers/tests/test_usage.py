@@ -1,13 +1,15 @@
 """Each vendor's usage convention, normalized: input includes cached, output
 includes reasoning. Pure functions over the vendors' own field names."""
 
+from typing import Any
+
 import pytest
 
 from providers.adapters.anthropic import usage_from_anthropic
 from providers.adapters.compatible import usage_from_chat
 from providers.adapters.google import usage_from_gemini
 from providers.adapters.openai import usage_from_responses
-from providers.base import Usage
+from providers.base import MAX_TOKENS, Usage
 
 
 def test_openai_responses_input_already_includes_cached_and_output_reasoning() -> None:
@@ -97,3 +99,53 @@ def test_usage_keeps_its_invariants() -> None:
         Usage(input_tokens=1, cached_tokens=2)
     with pytest.raises(ValueError, match="part of the output"):
         Usage(output_tokens=1, reasoning_tokens=2)
+
+
+def test_anthropic_thinking_is_reported_as_reasoning_inside_the_output() -> None:
+    raw = {
+        "input_tokens": 25,
+        "output_tokens": 900,
+        "output_tokens_details": {"thinking_tokens": 640},
+    }
+    assert usage_from_anthropic(raw) == Usage(
+        input_tokens=25, output_tokens=900, reasoning_tokens=640
+    )
+
+
+@pytest.mark.parametrize(
+    "junk", ["12", "twelve", float("nan"), float("inf"), -5, True, [3], {"n": 1}, 2**70, 1e300]
+)
+def test_no_number_a_vendor_sends_breaks_the_usage(junk: Any) -> None:
+    for convert, raw in (
+        (usage_from_chat, {"prompt_tokens": junk, "completion_tokens": junk}),
+        (
+            usage_from_anthropic,
+            {"input_tokens": junk, "cache_read_input_tokens": junk, "output_tokens": junk},
+        ),
+        (
+            usage_from_gemini,
+            {"promptTokenCount": junk, "candidatesTokenCount": junk, "thoughtsTokenCount": junk},
+        ),
+        (
+            usage_from_responses,
+            {
+                "input_tokens": junk,
+                "output_tokens": junk,
+                "output_tokens_details": {"reasoning_tokens": junk},
+            },
+        ),
+    ):
+        usage = convert(raw)
+        for count in (usage.input_tokens, usage.output_tokens, usage.reasoning_tokens):
+            assert 0 <= count <= MAX_TOKENS
+
+
+def test_counts_are_bounded_by_what_the_ledger_stores() -> None:
+    with pytest.raises(ValueError, match="at most"):
+        Usage(input_tokens=MAX_TOKENS + 1)
+    huge = usage_from_anthropic(
+        {"input_tokens": MAX_TOKENS, "cache_read_input_tokens": MAX_TOKENS, "output_tokens": 2**64}
+    )
+    assert huge == Usage(
+        input_tokens=MAX_TOKENS, cached_tokens=MAX_TOKENS, output_tokens=MAX_TOKENS
+    )
