@@ -2,6 +2,10 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +14,7 @@ from decimal import Decimal
 from io import StringIO
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -19,6 +24,7 @@ from django.db.models import Sum
 from conversations.management.commands import export_usage
 from conversations.models import Conversation, UsageRecord
 
+BASE_DIR = Path(__file__).resolve().parents[2]
 PROVIDERS = ("openai", "anthropic", "google", "compatible", "demo")
 FIRST_DAY = date(2026, 11, 20)
 DAYS = 5
@@ -498,3 +504,40 @@ def test_on_postgresql_copy_writes_exactly_what_the_csv_writer_would(
     assert (tmp_path / "copy.csv").read_bytes().decode() == expected.getvalue()
     text, _ = export()  # the stdout path too
     assert text == expected.getvalue()
+
+
+def database_url() -> str:
+    """The test database, for a manage.py in another process."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    password = quote(db["PASSWORD"] or "", safe="")
+    return f"postgres://{db['USER']}:{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True)  # committed, for the other process to read
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_reader_that_stops_early_ends_the_export_quietly(alice: Any, fmt: str) -> None:
+    add_calls(alice, 5000)  # far more than a pipe's buffer
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ["HOME"],
+        "ENV_FILE": "",
+        "DEBUG": "true",
+        "DATABASE_URL": database_url(),
+    }
+    # `manage.py export_usage | head -1`: read one line, then close the pipe.
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "export_usage", "--format", fmt],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=60)
+    assert first.startswith(b"id,time," if fmt == "csv" else b'{"id":')
+    assert stderr.decode() == ""  # no traceback, nothing "ignored"
+    assert proc.returncode == 128 + signal.SIGPIPE  # as a shell reports `cat` stopped so

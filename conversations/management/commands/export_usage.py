@@ -18,8 +18,11 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+import signal
+import sys
+from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
@@ -58,6 +61,9 @@ FIELD_NAMES = tuple("created" if c == "time" else c for c in COLUMNS)
 
 CHUNK_SIZE = 2000
 PROGRESS_EVERY = 100_000
+# The exit status of a Unix tool whose reader went away (stopped by SIGPIPE), as
+# shells report it: `export_usage | head -1` ends like `cat big.csv | head -1`.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 # date.fromisoformat also takes "20261124" and week dates; the issue promises one form.
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -218,14 +224,17 @@ class Command(BaseCommand):
         records = self._queryset(opts)
         output: str | None = opts["output"]
         write: Callable[[_Writable, Callable[[], None]], None]
+        rows = None
         if opts["format"] == "csv" and connection.vendor == "postgresql":
             # The same bytes, formatted by PostgreSQL (COPY): several times faster.
             write = functools.partial(write_csv_copy, records)
         else:
             writer = write_csv if opts["format"] == "csv" else write_jsonl
-            write = functools.partial(writer, self._rows(records))
+            rows = self._rows(records)
+            write = functools.partial(writer, rows)
         if output is None:
-            write(_StdoutText(self.stdout), lambda: None)
+            if not self._write_stdout(write, rows):
+                raise SystemExit(EXIT_BROKEN_PIPE)
             return
 
         count = 0
@@ -261,7 +270,29 @@ class Command(BaseCommand):
             records = records.filter(provider=opts["provider"])
         return records.order_by("created", "id")
 
-    def _rows(self, records: UsageRecordQuerySet) -> Iterator[tuple[Any, ...]]:
+    def _rows(self, records: UsageRecordQuerySet) -> Generator[tuple[Any, ...]]:
         # iterator(): no result cache, and on PostgreSQL a server-side cursor, so
         # only one chunk of rows is ever in memory.
-        return records.values_list(*FIELD_NAMES).iterator(chunk_size=CHUNK_SIZE)
+        yield from records.values_list(*FIELD_NAMES).iterator(chunk_size=CHUNK_SIZE)
+
+    def _write_stdout(
+        self,
+        write: Callable[[_Writable, Callable[[], None]], None],
+        rows: Generator[tuple[Any, ...]] | None,
+    ) -> bool:
+        """Write the export to stdout; False when the reader went away before its end
+        (`export_usage | head -1`)."""
+        try:
+            write(_StdoutText(self.stdout), lambda: None)
+            self.stdout.flush()
+        except BrokenPipeError:
+            pass
+        else:
+            return True
+        # Closed now, while the database connection is still open (a COPY is
+        # cancelled as the writer's frame goes with the exception).
+        if rows is not None:
+            rows.close()
+        # Python flushes stdout once more at exit, into the same closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
