@@ -71,6 +71,9 @@ SALT_KEY = env.list("SALT_KEY", default=["llmchat-provider-keys"])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
+    # Before django.contrib.auth: of two apps' commands of one name, the first
+    # app's runs, and accounts' createsuperuser marks the address verified.
+    "accounts",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -83,7 +86,6 @@ INSTALLED_APPS = [
     "allauth.socialaccount",
     "allauth.socialaccount.providers.google",
     "llmchat",
-    "accounts",
     "providers",
     "pricing",
     "conversations",
