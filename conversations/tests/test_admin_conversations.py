@@ -217,12 +217,6 @@ def test_a_conversation_never_reached_stays_unchanged(
     assert conversation.title == TITLE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Django's delete page lists the user's conversations by str(), which is "
-    "Conversation.__str__ (conversations/models.py): the title. Passes once __str__ "
-    "no longer returns it.",
-)
 @pytest.mark.django_db
 def test_deleting_a_user_lists_their_conversations_without_titles(
     operator: Client, conversation: Conversation, alice: Any, metadata_only: None
