@@ -90,13 +90,9 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 
 
 def _chat_fields(data: dict[str, Any]) -> dict[str, Any]:
-    conversation = data.get("conversation")
-    if conversation is not None and (
-        isinstance(conversation, bool) or not isinstance(conversation, int)
-    ):
-        raise ApiError(
-            400, "invalid", "'conversation' must be an id or null.", field="conversation"
-        )
+    from llmchat.api import id_field
+
+    conversation = id_field(data, "conversation")
     regenerate = data.get("regenerate", False)
     if not isinstance(regenerate, bool):
         raise ApiError(400, "invalid", "'regenerate' must be true or false.", field="regenerate")

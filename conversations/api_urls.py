@@ -1,12 +1,13 @@
 from django.urls import path
 
 from conversations import api
+from llmchat import converters  # noqa: F401  (registers <id:...>)
 
 urlpatterns = [
     path("chat", api.chat, name="api-chat"),
     path("conversations", api.conversation_list, name="api-conversations"),
-    path("conversations/<int:pk>", api.conversation_detail, name="api-conversation"),
-    path("conversations/<int:pk>/export", api.conversation_export, name="api-conversation-export"),
+    path("conversations/<id:pk>", api.conversation_detail, name="api-conversation"),
+    path("conversations/<id:pk>/export", api.conversation_export, name="api-conversation-export"),
     path("models", api.model_list, name="api-models"),
     path("usage", api.usage, name="api-usage"),
 ]

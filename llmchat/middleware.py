@@ -9,6 +9,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from llmchat import health, metrics
+from llmchat.api import status_error
 from llmchat.logging import request_id_var
 
 logger = logging.getLogger("llmchat.request")
@@ -44,6 +45,37 @@ class _SyncAndAsyncMiddleware:
         self, request: HttpRequest, get_response: Callable[..., Awaitable]
     ) -> HttpResponse:
         raise NotImplementedError
+
+
+class ApiErrorMiddleware(_SyncAndAsyncMiddleware):
+    """Every error under /api/ is JSON, whatever answered it: an unknown route,
+    Django's own 400/403/404 (a bad Host, a body it could not parse), the 500
+    page of an uncaught exception (with DEBUG on or off: DEBUG's pages do not go
+    through the handlers in llmchat.urls). Just inside the request log, so that
+    it sees what all the other middleware answered."""
+
+    prefix = "/api/"
+
+    def handle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
+        response = get_response(request)
+        return self._as_json(response) if request.path_info.startswith(self.prefix) else response
+
+    async def ahandle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
+        response = await get_response(request)
+        return self._as_json(response) if request.path_info.startswith(self.prefix) else response
+
+    @staticmethod
+    def _as_json(response: HttpResponse) -> HttpResponse:
+        content_type = response.get("Content-Type", "").partition(";")[0]
+        if response.status_code < 400 or content_type == "application/json":
+            return response
+        replacement = status_error(response.status_code)
+        for header, value in response.items():
+            if header.lower() not in ("content-type", "content-length"):
+                replacement[header] = value  # Allow, Retry-After, Vary...
+        replacement.cookies = response.cookies
+        # (Not response.close(): that would end the request, as the server does.)
+        return replacement
 
 
 class RequestLogMiddleware(_SyncAndAsyncMiddleware):

@@ -93,6 +93,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "llmchat.middleware.RequestLogMiddleware",
+    "llmchat.middleware.ApiErrorMiddleware",
     "llmchat.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -473,3 +474,4 @@ METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 
 SITE_NAME = env.str("SITE_NAME", default="llmchat")
 CSRF_FAILURE_VIEW = "llmchat.api.csrf_failure"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "llmchat.debug.ExceptionReporterFilter"

@@ -8,6 +8,11 @@ admin.site.site_title = "llmchat admin"
 # and enumeration protection as the rest of the site.
 admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 
+handler400 = "llmchat.api.bad_request"
+handler403 = "llmchat.api.permission_denied"
+handler404 = "llmchat.api.page_not_found"
+handler500 = "llmchat.api.server_error"
+
 urlpatterns = [
     path("", include("conversations.urls")),
     path("keys/", include("providers.urls")),

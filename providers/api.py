@@ -39,7 +39,7 @@ def key_list(request: HttpRequest) -> JsonResponse:
 
 
 @sensitive_post_parameters("key")
-@sensitive_variables("data")
+@sensitive_variables()  # the key, and the frames under this one
 @api_view(["PUT", "DELETE"])
 def key_detail(request: HttpRequest, provider: str) -> JsonResponse:
     provider = _provider(provider)
@@ -61,7 +61,7 @@ def key_detail(request: HttpRequest, provider: str) -> JsonResponse:
 
 
 @sensitive_post_parameters("key")
-@sensitive_variables("data", "key")
+@sensitive_variables()
 @api_view(["POST"])
 async def key_test(request: HttpRequest, provider: str) -> JsonResponse:
     """Test the saved key, or a candidate {"key", "base_url"} without saving it."""

@@ -94,7 +94,8 @@ def provider_key_get(*, user: User, provider: str) -> ProviderKey | None:
     return ProviderKey.objects.for_user(user).filter(provider=provider).first()
 
 
-@sensitive_variables("key")
+# All: the frames under this one (the field encrypting the key) hold it too.
+@sensitive_variables()
 def provider_key_save(*, user: User, provider: str, key: str, base_url: str = "") -> ProviderKey:
     """Save (or replace) the user's key for a provider.
 
@@ -133,7 +134,7 @@ def provider_key_delete(*, user: User, provider: str) -> bool:
     return bool(deleted)
 
 
-@sensitive_variables("key", "creds")
+@sensitive_variables()
 async def provider_key_test(
     *, user: User, provider: str, key: str | None = None, base_url: str = ""
 ) -> KeyTestResult:
@@ -167,6 +168,7 @@ _UNREADABLE = (
 )
 
 
+@sensitive_variables()
 def _user_credentials(provider: str, key: str, base_url: str) -> Credentials:
     # A user's key goes to the operator's base URL, except for the compatible
     # provider, where the user's own server is the point.
@@ -178,7 +180,8 @@ def _user_credentials(provider: str, key: str, base_url: str) -> Credentials:
 LAST_USED_PRECISION = timedelta(minutes=1)
 
 
-@sensitive_variables("creds")
+# All: the frames under this one (the field decrypting the key) hold it too.
+@sensitive_variables()
 def credentials_for(*, user: User, provider: str) -> Credentials:
     """The key a call for this user and provider is made with.
 

@@ -12,7 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
 from providers import registry, services
@@ -49,6 +49,7 @@ def keys(request: HttpRequest) -> HttpResponse:
 
 
 @sensitive_post_parameters("key")
+@sensitive_variables()
 @require_POST
 @login_required
 def key_save(request: HttpRequest, provider: str) -> HttpResponse:
