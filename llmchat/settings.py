@@ -10,6 +10,7 @@ Every variable is listed, with its default, in README.md ("Configuration").
 """
 
 import os
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
@@ -459,6 +460,41 @@ CHAT_STREAM_EVENTS_PER_SECOND = env.int("CHAT_STREAM_EVENTS_PER_SECOND", default
 # spend of the operator's keys.
 DEFAULT_MONTHLY_BUDGET = env.str("DEFAULT_MONTHLY_BUDGET", default="")
 SERVER_KEY_MONTHLY_BUDGET = env.str("SERVER_KEY_MONTHLY_BUDGET", default="")
+
+
+def _fallback_prices(raw: str) -> dict[str, tuple[Decimal, Decimal]]:
+    prices = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        provider, _, rates = item.partition("=")
+        provider = provider.strip()
+        try:
+            given = [Decimal(rate.strip()) for rate in rates.split("/")]
+        except InvalidOperation:
+            given = []
+        if provider not in _PROVIDERS or len(given) != 2 or not all(map(_a_price, given)):
+            raise ImproperlyConfigured(
+                f"FALLBACK_PRICES: {item!r} is not provider=INPUT/OUTPUT (USD per million "
+                f"tokens, e.g. openai=10/40, under 1000000 with at most six decimals) for a "
+                f"provider of {', '.join(_PROVIDERS)}"
+            )
+        prices[provider] = (given[0], given[1])
+    return prices
+
+
+def _a_price(value: Decimal) -> bool:
+    """What a price in the price table may be (pricing.ModelPrice's columns)."""
+    exponent = value.as_tuple().exponent  # not an int for NaN and infinities
+    return isinstance(exponent, int) and exponent >= -6 and 0 <= value < 1_000_000
+
+
+_PROVIDERS = ("openai", "anthropic", "google", "compatible")
+
+
+# What a model without a price of its own costs, per provider, in USD per million
+# input/output tokens: "openai=10/40,compatible=0/0" (empty: none). Calls on the
+# server's keys or under a budget need a price; a provider's fallback row in the
+# admin (Model prices, model "*") wins over this.
+FALLBACK_PRICES = _fallback_prices(env.str("FALLBACK_PRICES", default=""))
 # Chat requests per user: "N/s", "N/m", "N/h" (empty: no limit), and streams at once.
 CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="30/m")
 CHAT_MAX_CONCURRENT_STREAMS = env.int("CHAT_MAX_CONCURRENT_STREAMS", default=3)

@@ -34,7 +34,7 @@ class CurrentFilter(admin.SimpleListFilter):
 class ModelPriceAdmin(admin.ModelAdmin):
     list_display = [
         "provider",
-        "model",
+        "model_id",
         "name",
         "input_per_mtok",
         "cached_input_per_mtok",
@@ -81,6 +81,10 @@ class ModelPriceAdmin(admin.ModelAdmin):
     ]
 
     @admin.display(description="tier")
+    @admin.display(description="model", ordering="model")
+    def model_id(self, obj: ModelPrice) -> str:
+        return f"{obj.model} (fallback: models without a price)" if obj.is_fallback else obj.model
+
     def tier(self, obj: ModelPrice) -> str:
         if obj.tier_threshold_tokens is None:
             return "—"

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -38,6 +40,10 @@ PRICE_FIELDS = (
 # Dated snapshots are priced like their alias: gpt-4o-2024-08-06 like gpt-4o,
 # claude-sonnet-4-5-20250929 like claude-sonnet-4-5.
 _DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
+
+FALLBACK_MODEL = "*"
+"""The model id of a provider's fallback price: what its models without a price
+of their own cost."""
 
 
 def _money(**kwargs: Any) -> models.DecimalField:
@@ -74,7 +80,11 @@ class ModelPrice(models.Model):
     time of the call."""
 
     provider = models.CharField(max_length=20, choices=PROVIDER_CHOICES)
-    model = models.CharField(max_length=200, help_text="The id the API takes.")
+    model = models.CharField(
+        max_length=200,
+        help_text='The id the API takes; "*" is the provider\'s fallback price, for its '
+        "models without a price of their own.",
+    )
     name = models.CharField(max_length=200, blank=True)
     input_per_mtok = _money(verbose_name="input $/1M")
     cached_input_per_mtok = _money(
@@ -162,6 +172,10 @@ class ModelPrice(models.Model):
             )
         return Price(base=base, tier_threshold=self.tier_threshold_tokens, tier=tier)
 
+    @property
+    def is_fallback(self) -> bool:
+        return self.model == FALLBACK_MODEL
+
     def price_key(self) -> tuple[object, ...]:
         return tuple(getattr(self, f) for f in PRICE_FIELDS)
 
@@ -169,20 +183,52 @@ class ModelPrice(models.Model):
 def price_for(provider: str, model: str, at: datetime | None = None) -> ModelPrice | None:
     """The price in effect for this model at `at` (default now), or None: unpriced.
 
-    A dated snapshot without a row of its own is priced like its alias.
+    A dated snapshot without a row of its own is priced like its alias; a model
+    with neither is priced at its provider's fallback: the admin's row for model
+    "*", else the FALLBACK_PRICES setting (an unsaved row). One query.
     """
-    candidates = [model]
+    return prices_for(provider, [model], at)[model]
+
+
+def prices_for(
+    provider: str, models: Iterable[str], at: datetime | None = None
+) -> dict[str, ModelPrice | None]:
+    """price_for for each of a provider's models, in one query."""
+    candidates = {model: _candidates(model) for model in models}
+    wanted = {name for names in candidates.values() for name in names}
+    rows = ModelPrice.objects.filter(
+        provider=provider, model__in=wanted, effective_from__lte=at or timezone.now()
+    ).order_by("-effective_from")
+    newest: dict[str, ModelPrice | None] = {}
+    for row in rows:
+        newest.setdefault(row.model, row)
+    if FALLBACK_MODEL not in newest:
+        newest[FALLBACK_MODEL] = fallback_from_settings(provider)
+    return {
+        model: next((newest[name] for name in names if name in newest), None)
+        for model, names in candidates.items()
+    }
+
+
+def _candidates(model: str) -> list[str]:
+    """The rows that may price a model, in order of preference."""
     alias = _DATE_SUFFIX.sub("", model)
-    if alias != model:
-        candidates.append(alias)
-    for name in candidates:
-        row = (
-            ModelPrice.objects.filter(
-                provider=provider, model=name, effective_from__lte=at or timezone.now()
-            )
-            .order_by("-effective_from")
-            .first()
-        )
-        if row is not None:
-            return row
-    return None
+    return [model, alias, FALLBACK_MODEL] if alias != model else [model, FALLBACK_MODEL]
+
+
+def fallback_from_settings(provider: str) -> ModelPrice | None:
+    """The provider's fallback price from the FALLBACK_PRICES setting, as an
+    unsaved row (a ledger row refers to no price row then), or None."""
+    rates = settings.FALLBACK_PRICES.get(provider)
+    if rates is None:
+        return None
+    return ModelPrice(
+        provider=provider,
+        model=FALLBACK_MODEL,
+        name="Fallback price (FALLBACK_PRICES)",
+        input_per_mtok=rates[0],
+        output_per_mtok=rates[1],
+        effective_from=datetime(1970, 1, 1, tzinfo=UTC),
+        source="FALLBACK_PRICES setting",
+        active=False,
+    )

@@ -414,7 +414,9 @@ def diff(rows: list[PriceRow], *, provider: str | None = None) -> PriceDiff:
             result.changed.append((existing, row))
         else:
             result.unchanged.append(row)
-    result.missing = sorted(current.values(), key=lambda p: (p.provider, p.model))
+    # A provider's fallback price is the operator's own, in no source: never "missing".
+    kept = [p for p in current.values() if not p.is_fallback]
+    result.missing = sorted(kept, key=lambda p: (p.provider, p.model))
     return result
 
 

@@ -71,3 +71,24 @@ def test_editing_other_fields_changes_the_row_in_place(client: Client, staff: An
     assert ModelPrice.objects.filter(provider="openai", model="gpt-4o").count() == 1
     price.refresh_from_db()
     assert price.active is False
+
+
+@pytest.mark.django_db
+def test_an_operator_adds_a_providers_fallback_price(client: Client, staff: Any) -> None:
+    from pricing.models import price_for
+
+    client.force_login(staff)
+    template = ModelPrice(
+        provider="anthropic",
+        model="*",
+        input_per_mtok=Decimal(3),
+        output_per_mtok=Decimal(15),
+        source="our own rule for new models",
+    )
+    response = client.post("/admin/pricing/modelprice/add/", form_data(template))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    price = price_for("anthropic", "claude-next-preview")
+    assert price is not None
+    assert (price.model, price.is_fallback, price.output_per_mtok) == ("*", True, Decimal(15))
+    listing = client.get("/admin/pricing/modelprice/?provider__exact=anthropic").content.decode()
+    assert "fallback" in listing

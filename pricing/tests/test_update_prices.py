@@ -121,6 +121,15 @@ def test_models_missing_from_the_source_are_reported_and_kept() -> None:
     assert ModelPrice.objects.filter(model="gpt-4o-mini").exists()
 
 
+def test_a_providers_fallback_price_is_never_missing_from_a_source() -> None:
+    ModelPrice.objects.create(
+        provider="openai", model="*", input_per_mtok=Decimal(1), output_per_mtok=Decimal(1)
+    )
+    output = update(CSV)
+    assert "openai/*" not in output
+    assert ModelPrice.objects.filter(model="*").exists()
+
+
 def test_provider_filter() -> None:
     update(LITELLM, "--provider", "google")
     assert list(ModelPrice.objects.values_list("provider", flat=True)) == ["google"]
