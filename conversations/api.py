@@ -29,11 +29,12 @@ from accounts import budgets
 from conversations import selectors, services
 from conversations.models import Conversation, Message, Status
 from llmchat import metrics
-from llmchat.api import ApiError, api_view, error_response, read_json, string_field
+from llmchat.api import ApiError, api_view, error_response, id_field, read_json, string_field
 from llmchat.handlers import close_connections
 from llmchat.logging import request_id_var
 from pricing.calculator import MICRO_DOLLAR
 from providers import registry, transport
+from providers import services as key_services
 from providers.base import Failure, Finish, ProviderError, TextDelta, UsageReport
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def message_json(m: Message) -> dict[str, Any]:
         "usage_estimated": m.usage_estimated,
         "cost": money(m.cost),
         "unpriced": m.unpriced,
+        "fallback_price": m.fallback_price,
         "error_code": m.error_code,
         "error_message": m.error_message,
         "created_at": m.created.isoformat(),
@@ -90,8 +92,6 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 
 
 def _chat_fields(data: dict[str, Any]) -> dict[str, Any]:
-    from llmchat.api import id_field
-
     conversation = id_field(data, "conversation")
     regenerate = data.get("regenerate", False)
     if not isinstance(regenerate, bool):
@@ -464,8 +464,22 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
         # Shielded: the save must finish even though this task is being cancelled.
         await asyncio.shield(asyncio.ensure_future(finish()))
         raise
-    # Shielded too: a client leaving just now must not cancel the save.
-    message = await asyncio.shield(asyncio.ensure_future(finish()))
+    try:
+        # Shielded too: a client leaving just now must not cancel the save.
+        message = await asyncio.shield(asyncio.ensure_future(finish()))
+    except Exception:
+        # Even the save of the reply as failed did not go through (the database is
+        # down): the client still hears how the turn ended; the sweeper closes it.
+        logger.exception("saving a reply failed")
+        yield _sse(
+            "error",
+            {
+                "code": services.SAVE_FAILED,
+                "message": "The reply could not be saved. Reload the page in a while.",
+                "message_id": assistant.pk,
+            },
+        )
+        return
     yield _final_event(message)
 
 
@@ -613,6 +627,36 @@ def model_list(request: HttpRequest) -> JsonResponse:
                 "deprecated": c.deprecated,
             }
             for c in choices
+        ],
+        safe=False,
+    )
+
+
+@api_view(["GET"])
+async def model_listing(request: HttpRequest, provider: str) -> JsonResponse:
+    """The models the provider lists for the user's key, each with its pricing
+    ("own", "fallback" or "none") and whether the user may use it."""
+    if provider not in registry.enabled():
+        raise ApiError(404, "unknown_provider", "No such provider.")
+    try:
+        listing = await key_services.models_listed(user=request.user, provider=provider)  # type: ignore[arg-type]
+    except key_services.KeyProblem as exc:
+        raise ApiError(400, exc.code, exc.message, provider=provider) from None
+    except ProviderError as exc:
+        raise ApiError(502, exc.code, exc.message, provider=provider) from None
+    listed = await sync_to_async(selectors.listed_models)(request.user, provider, listing)  # type: ignore[arg-type]
+    return JsonResponse(
+        [
+            {
+                "provider": m.provider,
+                "model": m.model,
+                "pricing": m.pricing,
+                "input_per_mtok": money(m.price.input_per_mtok) if m.price else None,
+                "output_per_mtok": money(m.price.output_per_mtok) if m.price else None,
+                "usable": m.usable,
+                "reason": m.reason,
+            }
+            for m in listed
         ],
         safe=False,
     )

@@ -9,5 +9,6 @@ urlpatterns = [
     path("conversations/<id:pk>", api.conversation_detail, name="api-conversation"),
     path("conversations/<id:pk>/export", api.conversation_export, name="api-conversation-export"),
     path("models", api.model_list, name="api-models"),
+    path("models/<str:provider>/listed", api.model_listing, name="api-model-listing"),
     path("usage", api.usage, name="api-usage"),
 ]

@@ -52,7 +52,9 @@ class Conversation(models.Model):
         ordering = ["-updated"]
 
     def __str__(self) -> str:
-        return self.title or f"Conversation {self.pk}"
+        # Not the title: it is the user's words, and str() is what the admin shows
+        # wherever it names an object (ADMIN_CAN_READ_CHATS decides about contents).
+        return f"Conversation #{self.pk}"
 
 
 class Message(models.Model):
@@ -77,6 +79,8 @@ class Message(models.Model):
     price = models.ForeignKey(
         "pricing.ModelPrice", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Priced at its provider's fallback price: the model has no price of its own.
+    fallback_price = models.BooleanField(default=False)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     error_code = models.CharField(max_length=40, blank=True)
@@ -142,6 +146,10 @@ class UsageRecord(models.Model):
     message = models.ForeignKey(
         Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # The reply's message id, kept when the message is deleted: one ledger row per
+    # reply, so a call finishing after its conversation was deleted is still
+    # recorded, and only once.
+    reply_id = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
     provider = models.CharField(max_length=20)
     model = models.CharField(max_length=200)
     key_source = models.CharField(max_length=10, choices=KeySource.choices)
@@ -156,6 +164,7 @@ class UsageRecord(models.Model):
     price = models.ForeignKey(
         "pricing.ModelPrice", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    fallback_price = models.BooleanField(default=False)
     outcome = models.CharField(max_length=12, choices=Status.choices)
     created = models.DateTimeField(default=timezone.now)
 

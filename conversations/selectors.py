@@ -12,11 +12,13 @@ from django.conf import settings
 from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 
+from accounts import budgets
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.services import conversation_for_user
-from pricing.models import ModelPrice
+from pricing.models import FALLBACK_MODEL, ModelPrice, prices_for
 from providers import registry
 from providers.models import ProviderKey
+from providers.services import Listing
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -110,6 +112,7 @@ def models_for_user(user: User) -> list[ModelChoice]:
     prices = (
         ModelPrice.objects.in_effect()
         .filter(active=True, provider__in=list(enabled))
+        .exclude(model=FALLBACK_MODEL)
         .order_by("provider", "deprecated", "model")
     )
     choices = [
@@ -132,6 +135,41 @@ def models_for_user(user: User) -> list[ModelChoice]:
     }
     choices.sort(key=lambda c: order.get(c.provider, 99))
     return choices
+
+
+@dataclass
+class ListedModel:
+    """A model the provider lists for the user's key, with what would price it."""
+
+    provider: str
+    model: str
+    price: ModelPrice | None  # its own, its alias's or the provider's fallback
+    usable: bool
+    reason: str = ""  # why not, when it is not
+
+    @property
+    def pricing(self) -> str:
+        if self.price is None:
+            return "none"
+        return "fallback" if self.price.is_fallback else "own"
+
+
+def listed_models(user: User, provider: str, listing: Listing) -> list[ListedModel]:
+    """The provider's listing for the user, each model with its price, and
+    whether the user may call it: an unpriced model only with their own key and
+    no budget (budgets.price_required)."""
+    prices = prices_for(provider, listing.models)
+    rule = budgets.price_required(user, listing.key_source)
+    return [
+        ListedModel(
+            provider=provider,
+            model=model,
+            price=prices[model],
+            usable=prices[model] is not None or rule is None,
+            reason=f"It has no price, and {rule}." if prices[model] is None and rule else "",
+        )
+        for model in listing.models
+    ]
 
 
 def usage_summary(user: User, since: datetime | None, until: datetime | None) -> dict[str, Any]:

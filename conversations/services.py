@@ -15,14 +15,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Case, F, Q, QuerySet, TextField, Value, When
 from django.http import Http404
 from django.utils import timezone
+from django.utils.html import linebreaks
 
 from accounts import budgets
 from conversations.markdown import render_markdown
@@ -30,7 +32,7 @@ from conversations.models import Conversation, KeySource, Message, Status, Usage
 from llmchat import metrics, ratelimit
 from llmchat.db import can_take_and_add, take_and_add, update_returning
 from pricing.calculator import calculate_cost
-from pricing.models import price_for
+from pricing.models import ModelPrice, price_for
 from providers import registry
 from providers.base import ChatMessage, ChatRequest, Credentials, ProviderError, Usage
 from providers.services import KeyProblem, credentials_for
@@ -65,6 +67,8 @@ class Turn:
     started_at: datetime
     # A repeated client_message_id whose reply is already final: no provider call.
     replay: bool = False
+    # The price in effect when the turn started (None: unpriced); its cost uses it.
+    price: ModelPrice | None = None
 
     @property
     def provider(self) -> str:
@@ -146,10 +150,13 @@ def chat_start(
     except KeyProblem as exc:
         raise ChatRefused(400, exc.code, exc.message, provider=provider) from None
 
+    now = timezone.now()
+    price = price_for(provider, model, at=now)
     slot = f"user:{user.pk}"
     try:
         if registry.get(provider).needs_key:  # the free demo never counts against a budget
             _check_budget(user, creds)
+            _check_priced(user, creds, model, price)
         if not ratelimit.acquire_slot(
             slot, settings.CHAT_MAX_CONCURRENT_STREAMS, settings.CHAT_STREAM_MAX_SECONDS
         ):
@@ -178,6 +185,8 @@ def chat_start(
             client_message_id=client_message_id,
             regenerate=regenerate,
             creds=creds,
+            price=price,
+            now=now,
         )
     except BaseException:
         ratelimit.release_slot(slot)
@@ -233,6 +242,17 @@ def _check_budget(user: User, creds: Credentials) -> None:
         )
 
 
+def _check_priced(user: User, creds: Credentials, model: str, price: ModelPrice | None) -> None:
+    """A call on the operator's keys, or under a budget, needs a price: without
+    one it would be spend that no limit sees. Refused before the provider is
+    called; a user's own key with no budget may still use an unpriced model."""
+    rule = budgets.price_required(user, creds.key_source) if price is None else None
+    if rule is not None:
+        raise ChatRefused(
+            400, "unpriced_model", f"{model} has no price, and {rule}.", field="model"
+        )
+
+
 def release_turn(turn: Turn) -> None:
     """Give back the stream slot a turn took (after its reply is saved)."""
     if not turn.replay:
@@ -259,6 +279,8 @@ def _open_turn(
     client_message_id: str,
     regenerate: bool,
     creds: Credentials,
+    price: ModelPrice | None,
+    now: datetime,
 ) -> Turn:
     """Take the conversation and save the user's message with the reply's row
     ("generating"), in one transaction of as few queries as the turn allows: each
@@ -268,11 +290,8 @@ def _open_turn(
     repeated client_message_id is caught by the unique
     constraint, and an unusual case (a busy, stale, missing or foreign
     conversation, a retry) costs its queries after the fact."""
-    now = timezone.now()
     title = _title_from(message)
     history: list[ChatMessage]
-    # Read before the conversation is taken: a failure here leaves nothing taken.
-    max_output_tokens = _max_output_tokens(provider, model)
     take_stale = False
     while True:
         user_message, assistant = _new_messages(
@@ -361,9 +380,9 @@ def _open_turn(
         model=model,
         messages=history,
         system=conversation.system_prompt,
-        max_output_tokens=max_output_tokens,
+        max_output_tokens=_max_output_tokens(provider, price),
     )
-    return Turn(conversation, user_message, assistant, request, creds, now)
+    return Turn(conversation, user_message, assistant, request, creds, now, price=price)
 
 
 def _client_id_used(user: User, client_message_id: str) -> bool:
@@ -549,10 +568,9 @@ def _history_of(rows: Iterable[tuple[str, str, str]]) -> list[ChatMessage]:
     return history
 
 
-def _max_output_tokens(provider: str, model: str) -> int | None:
+def _max_output_tokens(provider: str, price: ModelPrice | None) -> int | None:
     if provider != "anthropic":
         return None  # the others have sensible defaults of their own
-    price = price_for(provider, model)
     limit = settings.DEFAULT_MAX_OUTPUT_TOKENS
     if price is not None and price.max_output_tokens:
         limit = min(limit, price.max_output_tokens)
@@ -623,7 +641,7 @@ def _settle_usage(
     reported_input = usage.input_tokens if usage else 0
     reported_output = usage.output_tokens if usage else 0
     return (
-        Usage(
+        Usage.normalized(
             input_tokens=max(reported_input, estimate_tokens(prompt)),
             cached_tokens=usage.cached_tokens if usage else 0,
             cache_write_tokens=usage.cache_write_tokens if usage else 0,
@@ -632,6 +650,10 @@ def _settle_usage(
         ),
         True,
     )
+
+
+SAVE_FAILED = "server_error"
+"""The error code of a reply whose save failed and that was closed as failed."""
 
 
 def chat_finish(
@@ -649,17 +671,22 @@ def chat_finish(
     """Save the reply with its usage and cost, write the ledger row, free the
     conversation. Safe to call once per turn; a second call changes nothing.
     `provider_called=False`: the turn ended before the provider was called (the
-    client left first): nothing was billed."""
+    client left first): nothing was billed.
+
+    The call is recorded whatever happened meanwhile: a reply whose conversation
+    was deleted while it streamed still gets its ledger row, and a reply that
+    cannot be saved as it is (the database refused a value) is saved again,
+    closed as failed, with its ledger row."""
     assistant = turn.assistant_message
     if provider_called:
         settled, estimated = _settle_usage(turn.request, text, status, usage, usage_final)
     else:
         settled, estimated = Usage(), False
-    price = price_for(assistant.provider, assistant.model, at=turn.started_at)
+    price = turn.price
     cost = calculate_cost(settled, price.as_price()) if price is not None else None
-    reply = {
+    reply: dict[str, Any] = {
         "content": text,
-        "html": render_markdown(text) if text else "",
+        "html": _html(text),
         "status": status,
         "input_tokens": settled.input_tokens,
         "cached_tokens": settled.cached_tokens,
@@ -668,59 +695,36 @@ def chat_finish(
         "reasoning_tokens": settled.reasoning_tokens,
         "usage_estimated": estimated,
         "cost": cost,
-        "price": price,
+        "price": price if price is not None and price.pk is not None else None,
+        "fallback_price": price is not None and price.is_fallback,
         "ttft_ms": ttft_ms,
         "latency_ms": latency_ms,
         "error_code": error.code if error else "",
         "error_message": error.message[:500] if error else "",
     }
-    ledger_row = UsageRecord(
-        user=turn.conversation.user,
-        user_email=turn.conversation.user.email,
-        conversation=turn.conversation,
-        provider=assistant.provider,
-        model=assistant.model,
-        key_source=assistant.key_source or KeySource.NONE,
-        input_tokens=settled.input_tokens,
-        cached_tokens=settled.cached_tokens,
-        cache_write_tokens=settled.cache_write_tokens,
-        output_tokens=settled.output_tokens,
-        reasoning_tokens=settled.reasoning_tokens,
-        cost=cost,
-        unpriced=price is None,
-        estimated=estimated,
-        price=price,
-        outcome=status,
-        created=turn.started_at,
-    )
-    # The reply saved only if it is still generating; then its ledger row, and the
-    # conversation freed: only the turn that saved its reply frees it (a stream
-    # the sweeper already closed must not unlock a newer turn).
-    unfinished = Message.objects.filter(pk=assistant.pk, status=Status.GENERATING)
-    conversation = Conversation.objects.filter(pk=turn.conversation.pk)
-    free: dict[str, Any] = {"busy_until": None, "updated": timezone.now()}
-    if can_take_and_add(Message.objects.db):
-        # One round trip on PostgreSQL (llmchat.db.take_and_add).
-        saved, _ = take_and_add(
-            unfinished,
-            reply,
-            children=[ledger_row],
-            link="message",
-            also=(conversation, free),
+    try:
+        saved = _save_reply(turn, reply)
+    except Exception:
+        # Whatever the database refused, the call is recorded and the turn ends.
+        logger.exception("saving a reply failed: it is closed as failed")
+        _drop_broken_connections()
+        reply.update(
+            content=_storable(text),
+            html="",
+            status=Status.ERROR,
+            error_code=SAVE_FAILED,
+            error_message="The reply could not be saved in full.",
         )
-        updated = saved is not None
+        saved = _save_reply(turn, reply)
+    if saved is _Saved.BEFORE:
+        assistant.refresh_from_db()  # finished earlier (swept): what was saved then
     else:
-        with transaction.atomic():
-            updated = unfinished.update(**reply) > 0
-            if updated:
-                ledger_row.message = assistant
-                ledger_row.save(force_insert=True)
-                conversation.update(**free)
-    if updated:
+        for name, value in reply.items():
+            setattr(assistant, name, value)
         metrics.record_chat_turn(
             provider=assistant.provider,
-            model=assistant.model,
-            outcome=status,
+            model=_metrics_model(price),
+            outcome=assistant.status,
             input_tokens=settled.input_tokens,
             cached_tokens=settled.cached_tokens,
             cache_write_tokens=settled.cache_write_tokens,
@@ -729,13 +733,8 @@ def chat_finish(
             cost=cost,
             ttft_ms=ttft_ms,
             latency_ms=latency_ms,
-            error_code=error.code if error else "",
+            error_code=assistant.error_code,
         )
-    if updated:
-        for name, value in reply.items():
-            setattr(assistant, name, value)
-    else:
-        assistant.refresh_from_db()  # finished earlier (swept): what was saved then
     logger.info(
         "chat turn",
         extra={
@@ -748,11 +747,113 @@ def chat_finish(
             "cost": str(assistant.cost) if assistant.cost is not None else None,
             "latency_ms": latency_ms,
             "ttft_ms": ttft_ms,
-            "outcome": status,
+            "outcome": assistant.status,
             "error_code": assistant.error_code,
+            "conversation_deleted": saved is _Saved.ORPHAN,
         },
     )
     return assistant
+
+
+class _Saved(Enum):
+    NOW = "now"  # this call saved the reply and its ledger row
+    BEFORE = "before"  # the reply was final already (swept): nothing written
+    ORPHAN = "orphan"  # the reply was deleted while it streamed: only its ledger row
+
+
+def _save_reply(turn: Turn, reply: dict[str, Any]) -> _Saved:
+    """The reply saved if it is still generating, its ledger row, and the
+    conversation freed — only by the turn that saved its reply (a stream the
+    sweeper already closed must not unlock a newer turn)."""
+    assistant = turn.assistant_message
+    ledger_row = _ledger_row(turn, reply)
+    unfinished = Message.objects.filter(pk=assistant.pk, status=Status.GENERATING)
+    conversation = Conversation.objects.filter(pk=turn.conversation.pk)
+    free: dict[str, Any] = {"busy_until": None, "updated": timezone.now()}
+    if can_take_and_add(Message.objects.db):
+        # One round trip on PostgreSQL (llmchat.db.take_and_add).
+        saved, _ = take_and_add(
+            unfinished, reply, children=[ledger_row], link="message", also=(conversation, free)
+        )
+        if saved is not None:
+            return _Saved.NOW
+    else:
+        with transaction.atomic():
+            if unfinished.update(**reply):
+                ledger_row.message = assistant
+                ledger_row.save(force_insert=True)
+                conversation.update(**free)
+                return _Saved.NOW
+    if Message.objects.filter(pk=assistant.pk).exists():
+        return _Saved.BEFORE
+    # Deleted while it streamed (with its conversation, or its account): the call
+    # was made and is billed all the same. reply_id is unique: recorded once.
+    ledger_row = _ledger_row(turn, reply)
+    ledger_row.message = None
+    if not conversation.update(**free):  # (freed, if only the reply was deleted)
+        ledger_row.conversation = None
+    if not get_user_model().objects.filter(pk=turn.conversation.user_id).exists():
+        ledger_row.user = None
+    UsageRecord.objects.bulk_create([ledger_row], ignore_conflicts=True)
+    return _Saved.ORPHAN
+
+
+def _ledger_row(turn: Turn, reply: dict[str, Any]) -> UsageRecord:
+    """The turn's ledger row, with the reply's settled usage and cost."""
+    assistant = turn.assistant_message
+    return UsageRecord(
+        user=turn.conversation.user,
+        user_email=turn.conversation.user.email,
+        conversation=turn.conversation,
+        reply_id=assistant.pk,
+        provider=assistant.provider,
+        model=assistant.model,
+        key_source=assistant.key_source or KeySource.NONE,
+        input_tokens=reply["input_tokens"],
+        cached_tokens=reply["cached_tokens"],
+        cache_write_tokens=reply["cache_write_tokens"],
+        output_tokens=reply["output_tokens"],
+        reasoning_tokens=reply["reasoning_tokens"],
+        cost=reply["cost"],
+        unpriced=turn.price is None,
+        estimated=reply["usage_estimated"],
+        price=reply["price"],
+        fallback_price=reply["fallback_price"],
+        outcome=reply["status"],
+        created=turn.started_at,
+    )
+
+
+def _html(text: str) -> str:
+    """The reply's Markdown as safe HTML; as escaped plain text should the
+    renderer fail on it (model output is untrusted, and the reply must be saved)."""
+    if not text:
+        return ""
+    try:
+        return render_markdown(text)
+    except Exception:
+        logger.exception("rendering a reply failed: it is shown as plain text")
+        return linebreaks(text, autoescape=True)
+
+
+def _storable(text: str) -> str:
+    """Text any database keeps: no NUL, no lone surrogate."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def _drop_broken_connections() -> None:
+    """After a failed save, a connection that broke is replaced before the next."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
+
+
+def _metrics_model(price: ModelPrice | None) -> str:
+    """The model label of a turn's metrics: the priced model's id, so that the
+    number of series is bounded by the price table, not by what users send."""
+    if price is None or price.pk is None or price.is_fallback:
+        return metrics.OTHER
+    return price.model
 
 
 def sweep_stale_streams(*, conversation_id: int | None = None) -> int:
@@ -777,6 +878,7 @@ def sweep_stale_streams(*, conversation_id: int | None = None) -> int:
             ChatRequest(model=message.model, messages=history, system=conversation.system_prompt),
             Credentials("", "", "none"),
             message.created,
+            price=price_for(message.provider, message.model, at=message.created),
         )
         chat_finish(
             turn=turn,

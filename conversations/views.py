@@ -41,6 +41,7 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     current = None
     if detail is not None:
         current = {"provider": detail.conversation.provider, "model": detail.conversation.model}
+        _keep_selectable(picker, current)
     else:
         first = next((m for m in models if m.available), None)
         if first is not None:
@@ -58,6 +59,18 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "budget": budgets.budget_status_if_limited(user),
         },
     )
+
+
+def _keep_selectable(picker: list[dict[str, Any]], current: dict[str, str]) -> None:
+    """A conversation's model stays selected when the price table does not offer
+    it (one its provider listed): added to its provider's group, unpriced."""
+    group = [i for i, m in enumerate(picker) if m["provider"] == current["provider"]]
+    if current["provider"] == "compatible" or not group:  # typed in / no longer offered
+        return
+    if any(picker[i]["model"] == current["model"] for i in group):
+        return
+    entry = {**picker[group[0]], "model": current["model"], "name": current["model"]}
+    picker.insert(group[-1] + 1, {**entry, "input": None, "output": None})
 
 
 def _plain(price: Decimal | None) -> str | None:

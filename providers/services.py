@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -188,12 +189,24 @@ def credentials_for(*, user: User, provider: str) -> Credentials:
     The user's own key first; else the operator's server key when
     ALLOW_SERVER_KEYS is on (recorded as key_source="server"); else KeyProblem.
     """
+    creds, record = _credentials(user, provider)
+    if record is not None:
+        now = timezone.now()
+        if record.last_used is None or now - record.last_used >= LAST_USED_PRECISION:
+            # To the minute (the pages say "3 minutes ago"): not a write every turn.
+            ProviderKey.objects.filter(pk=record.pk).update(last_used=now)
+    return creds
+
+
+@sensitive_variables()
+def _credentials(user: User, provider: str) -> tuple[Credentials, ProviderKey | None]:
+    """credentials_for's choice, with the user's key record when it is theirs."""
     try:
         adapter = registry.get(provider)
     except registry.UnknownProvider:
         raise KeyProblem("unknown_provider", "Unknown provider.") from None
     if not adapter.needs_key:
-        return adapter.server_credentials() or Credentials("", "", "none")
+        return adapter.server_credentials() or Credentials("", "", "none"), None
     record = provider_key_get(user=user, provider=provider)
     if record is not None:
         if isinstance(record.key, UnreadableSecret):
@@ -202,16 +215,41 @@ def credentials_for(*, user: User, provider: str) -> Credentials:
                 extra={"user_id": user.pk, "provider": provider, "key_id": record.pk},
             )
             raise KeyProblem("key_unreadable", _UNREADABLE)
-        now = timezone.now()
-        if record.last_used is None or now - record.last_used >= LAST_USED_PRECISION:
-            # To the minute (the pages say "3 minutes ago"): not a write every turn.
-            ProviderKey.objects.filter(pk=record.pk).update(last_used=now)
-        return _user_credentials(provider, record.key, record.base_url)
+        return _user_credentials(provider, record.key, record.base_url), record
     if settings.ALLOW_SERVER_KEYS:
         server = adapter.server_credentials()
         if server is not None:
-            return server
+            return server, None
     raise KeyProblem(
         "no_key",
         f"Add your {adapter.label} API key on the keys page to use this model.",
     )
+
+
+LISTING_SECONDS = 3600
+"""How long a provider's list of models is kept before it is asked again."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    models: list[str]
+    key_source: str
+
+
+@sensitive_variables()
+async def models_listed(*, user: User, provider: str) -> Listing:
+    """The chat models the provider lists for the key this user's calls go out
+    with, kept for LISTING_SECONDS per key. KeyProblem without a key,
+    ProviderError when the provider does not answer."""
+    from asgiref.sync import sync_to_async
+
+    creds, record = await sync_to_async(_credentials)(user, provider)
+    if record is not None:  # a new key, or a new base URL, is asked again
+        cache_key = f"models-listed:{provider}:key:{record.pk}:{record.updated.timestamp()}"
+    else:
+        cache_key = f"models-listed:{provider}:{creds.key_source}"
+    models = await cache.aget(cache_key)
+    if models is None:
+        models = await registry.get(provider).list_models(creds)
+        await cache.aset(cache_key, models, LISTING_SECONDS)
+    return Listing(models, creds.key_source)

@@ -161,3 +161,44 @@ def test_a_missing_key_is_a_banner_with_a_link_and_nothing_is_lost(
     assert banner.locator("a").get_attribute("href") == "/keys/"
     assert page.input_value("#message-input") == "Will this be lost?"
     assert page.locator(".message").count() == 0
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_picker_shows_what_the_provider_lists_beyond_the_price_table(
+    asgi_page: Any, mock_provider: Any, prices: None, settings: Any
+) -> None:
+    from conftest import PASSWORD as FIXTURE_PASSWORD
+    from conftest import make_user
+    from providers import services as key_services
+
+    settings.ANTHROPIC_API_KEY = "sk-ant-server-key-for-the-picker-000"
+    user = make_user("kim@example.com")
+    key_services.provider_key_save(user=user, provider="openai", key=KEY)
+    page = asgi_page
+    page.goto("/accounts/login/")
+    page.fill("input[name=login]", "kim@example.com")
+    page.fill("input[name=password]", FIXTURE_PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url("**/")
+    # The user's own OpenAI key, no budget: an unpriced model may be used.
+    own = page.locator('#model-picker option[value="openai|gpt-mock-mini"]')
+    own.wait_for(state="attached")
+    assert own.inner_text() == "gpt-mock-mini — unpriced"
+    assert own.is_enabled()
+    # The server's Anthropic key: it may not, and the option says why.
+    server = page.locator('#model-picker option[value="anthropic|claude-mock"]')
+    server.wait_for(state="attached")
+    assert server.inner_text() == "claude-mock — unpriced (needs a price)"
+    assert server.is_disabled()
+    assert "server's key must be priced" in (server.get_attribute("title") or "")
+
+    mock_provider.configure(reply="Unpriced but answered.")
+    page.select_option("#model-picker", "openai|gpt-mock-mini")
+    page.fill("#message-input", "Hello?")
+    page.keyboard.press("Enter")
+    reply = page.locator(".message-assistant").last
+    reply.locator(".badge", has_text="unpriced").wait_for()
+    # Reloaded, the conversation's model is still the one selected.
+    page.reload()
+    assert page.input_value("#model-picker") == "openai|gpt-mock-mini"

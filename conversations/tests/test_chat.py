@@ -488,10 +488,10 @@ async def test_a_turn_takes_a_bounded_number_of_queries(
 ) -> None:
     # Guards the queries before the provider is called (docs/performance.md),
     # for a message sent as the browser sends it (with a client_message_id): the
-    # session, the user, the key; then a new conversation's user lock, client-id
-    # check and insert, or an existing one's taking (read back by the same
-    # UPDATE) and history; both messages in one insert. (The reply's save runs on
-    # the save threads' own connections, not counted here.)
+    # session, the user, the key, the price; then a new conversation's user lock,
+    # client-id check and insert, or an existing one's taking (read back by the
+    # same UPDATE) and history; both messages in one insert. (The reply's save runs
+    # on the save threads' own connections, not counted here.)
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -518,7 +518,7 @@ async def test_a_turn_takes_a_bounded_number_of_queries(
 
     # Continuing on PostgreSQL: its taking, both messages and the history in one
     # round trip of two statements (llmchat.db.take_and_add).
-    assert count == (7 if new_conversation else 5 if db.vendor == "postgresql" else 6)
+    assert count == (8 if new_conversation else 6 if db.vendor == "postgresql" else 7)
 
 
 @pytest.mark.parametrize(

@@ -73,12 +73,14 @@ def test_continuing_a_conversation_takes_few_queries_after_the_key(keyed: Any) -
         # with both messages inserted, in one statement; then the history.
         assert statements(queries) == [
             "SELECT providers_providerkey",
+            "SELECT pricing_modelprice",  # the price, also what the finish uses
             "UPDATE conversations_conversation + INSERT conversations_message",
             "SELECT conversations_message",  # the history
         ]
     else:
         assert statements(queries) == [
             "SELECT providers_providerkey",
+            "SELECT pricing_modelprice",  # the price, also what the finish uses
             # Taken (busy_until), updated for the turn and read back: one query.
             "UPDATE conversations_conversation RETURNING",
             "SELECT conversations_message",  # the history
@@ -135,6 +137,7 @@ def test_starting_a_conversation_checks_the_client_id_under_the_users_lock(keyed
     kinds = statements(queries)
     assert kinds == [
         "SELECT providers_providerkey",
+        "SELECT pricing_modelprice",
         "SELECT accounts_user",  # FOR UPDATE (PostgreSQL): two requests with one id wait
         "SELECT conversations_message",  # the id used in any of the user's conversations?
         "INSERT conversations_conversation RETURNING",
@@ -270,14 +273,14 @@ def test_outside_a_transaction_a_turn_commits_and_a_failure_rolls_back(
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-round-trip path")
 @pytest.mark.django_db(transaction=True)
-def test_finishing_a_turn_is_its_price_and_one_statement(keyed: Any) -> None:
+def test_finishing_a_turn_is_one_statement(keyed: Any) -> None:
     turn = start(keyed, message="One")
     with CaptureQueriesContext(connection) as queries:
         finish(turn)
     # The reply saved, its ledger row and the conversation freed: one statement,
-    # one round trip with its BEGIN and COMMIT (llmchat.db.take_and_add).
+    # one round trip with its BEGIN and COMMIT (llmchat.db.take_and_add); the
+    # price is the one the turn started with.
     assert statements(queries) == [
-        "SELECT pricing_modelprice",
         "UPDATE conversations_message + INSERT conversations_usagerecord"
         " + UPDATE conversations_conversation",
     ]
@@ -290,6 +293,7 @@ def test_finishing_a_turn_is_its_price_and_one_statement(keyed: Any) -> None:
     assert row.price_id == reply.price_id is not None
     assert row.user_id == keyed.pk
     assert row.conversation_id == turn.conversation.pk
+    assert row.reply_id == reply.pk
     assert Conversation.objects.get(pk=turn.conversation.pk).busy_until is None
     # A second finish (the sweeper's, say) changes nothing and frees nothing.
     Conversation.objects.filter(pk=turn.conversation.pk).update(busy_until=timezone.now())

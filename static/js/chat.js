@@ -135,6 +135,9 @@
         c.className = "meta-cost";
         c.textContent = money(m.cost);
         parts.push(c);
+        if (m.fallback_price) {
+          parts.push(badge("fallback price", "", "Priced at the provider's fallback price: the model has no price of its own"));
+        }
       }
       if (m.usage_estimated) {
         parts.push(badge("estimated", "", "The provider did not report usage; estimated from the text"));
@@ -164,6 +167,40 @@
     if (provider === "compatible" && !model) model = customModel.value.trim();
     return { provider, model };
   }
+
+  // What each provider lists for the user's key beyond the price table, added to
+  // its group: unpriced (unusable where a call must be priced) or at a fallback price.
+  async function addListedModels() {
+    for (const group of picker.querySelectorAll("optgroup[data-listable]")) {
+      const provider = group.dataset.provider;
+      let listed;
+      try {
+        const response = await fetch("/api/models/" + encodeURIComponent(provider) + "/listed");
+        if (!response.ok) continue;
+        listed = await response.json();
+      } catch (err) {
+        continue;
+      }
+      const offered = new Set(Array.from(group.querySelectorAll("option"), (o) => o.value));
+      const typed = group.querySelector('option[value="compatible|"]');
+      for (const m of listed) {
+        const value = provider + "|" + m.model;
+        if (m.pricing === "own" || offered.has(value)) continue;
+        const option = document.createElement("option");
+        option.value = value;
+        if (m.pricing === "fallback") {
+          option.textContent = m.model + " — fallback price " + money(m.input_per_mtok) + " in / " +
+            money(m.output_per_mtok) + " out per 1M";
+        } else {
+          option.textContent = m.model + " — unpriced" + (m.usable ? "" : " (needs a price)");
+        }
+        option.disabled = !m.usable;
+        if (m.reason) option.title = m.reason;
+        group.insertBefore(option, typed);
+      }
+    }
+  }
+  addListedModels();
 
   picker.addEventListener("change", () => {
     customModel.hidden = !picker.value.startsWith("compatible|");

@@ -1,0 +1,279 @@
+"""Every call reaches the ledger, whatever happens meanwhile: the conversation or
+the account deleted while the reply streams (from the API or the admin), numbers
+and text from the provider that no database takes, a save that fails."""
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import DataError
+from django.test import Client
+
+from conversations import services
+from conversations.models import Conversation, Message, UsageRecord
+from conversations.tests.helpers import chat, start
+from conversations.tests.test_disconnect import session_for
+from providers import services as key_services
+from providers.base import MAX_TOKENS, Usage
+
+BODY = {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Go on"}
+
+
+def stream_while(http: Any, action: Callable[[int], None]) -> list[tuple[str, dict[str, Any]]]:
+    """POST /api/chat and read its events to the end, calling `action(conversation)`
+    once the reply is streaming."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    name = ""
+    with http.stream("POST", "/api/chat", json=BODY) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+                if sum(n == "delta" for n, _ in events) == 3:
+                    action(events[0][1]["conversation"])
+    return events
+
+
+@pytest.fixture
+def allowance(settings: Any, mock_provider: Any) -> None:
+    """The server's OpenAI key with a cent of allowance a month, and replies that
+    cost more than that (10,000 input tokens of gpt-4o: $0.025)."""
+    settings.OPENAI_API_KEY = "sk-server-0000000000000000"
+    settings.SERVER_KEY_MONTHLY_BUDGET = "0.01"
+    mock_provider.configure(input_tokens=10_000, reply_tokens=40, tokens_per_second=40)
+
+
+def assert_recorded_after_deletion(events: list[tuple[str, dict[str, Any]]]) -> UsageRecord:
+    name, final = events[-1]
+    assert name == "done"  # the client hears how the turn ended
+    assert final["status"] == "complete"
+    record = UsageRecord.objects.get()
+    assert record.reply_id == final["message"]
+    assert (record.conversation, record.message) == (None, None)
+    assert record.outcome == "complete"
+    assert record.input_tokens == 10_000
+    assert record.cost == Decimal("0.025400")  # 10k in at $2.50, 40 out at $10 per 1M
+    assert record.key_source == "server"
+    return record
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_the_conversation_while_its_reply_streams_keeps_the_call_in_the_ledger(
+    asgi_live_server: Any, alice: Any, allowance: None, prices: None
+) -> None:
+    http = session_for(alice, asgi_live_server.url)
+    other_tab = session_for(alice, asgi_live_server.url)
+
+    def delete(conversation: int) -> None:
+        assert other_tab.delete(f"/api/conversations/{conversation}").json() == {"deleted": True}
+
+    events = stream_while(http, delete)
+    record = assert_recorded_after_deletion(events)
+    assert record.user == alice
+    assert not Conversation.objects.exists()
+    # The allowance saw the call: the next one is refused, not admitted for free.
+    again = http.post("/api/chat", json=BODY)
+    assert again.status_code == 402
+    assert again.json()["error"]["code"] == "server_budget_exceeded"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admins_delete_while_a_reply_streams_keeps_the_call_in_the_ledger(
+    asgi_live_server: Any, alice: Any, staff: Any, allowance: None, prices: None
+) -> None:
+    operator = Client()
+    operator.force_login(staff)
+
+    def delete(conversation: int) -> None:
+        page = f"/admin/conversations/conversation/{conversation}/delete/"
+        assert operator.post(page, {"post": "yes"}).status_code == 302
+
+    events = stream_while(session_for(alice, asgi_live_server.url), delete)
+    assert_recorded_after_deletion(events)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_the_account_while_a_reply_streams_keeps_the_call_by_email(
+    asgi_live_server: Any, alice: Any, staff: Any, allowance: None, prices: None
+) -> None:
+    operator = Client()
+    operator.force_login(staff)
+
+    def delete(conversation: int) -> None:
+        page = f"/admin/accounts/user/{alice.pk}/delete/"
+        assert operator.post(page, {"post": "yes"}).status_code == 302
+
+    events = stream_while(session_for(alice, asgi_live_server.url), delete)
+    record = assert_recorded_after_deletion(events)
+    assert record.user is None
+    assert record.user_email == "alice@example.com"
+
+
+@pytest.fixture
+def keyed(alice: Any, prices: None) -> Any:
+    key_services.provider_key_save(user=alice, provider="openai", key="sk-own-00000000000000000")
+    return alice
+
+
+def finish(turn: services.Turn, **kwargs: Any) -> Message:
+    reply: dict[str, Any] = {
+        "text": "Hello!",
+        "status": "complete",
+        "usage": Usage(input_tokens=1000, output_tokens=100),
+        "usage_final": True,
+    }
+    reply.update(kwargs)
+    try:
+        return services.chat_finish(turn=turn, **reply)
+    finally:
+        services.release_turn(turn)
+
+
+@pytest.mark.django_db
+def test_a_deleted_turn_is_recorded_once_however_often_it_is_finished(keyed: Any) -> None:
+    turn = start(keyed)
+    services.conversation_delete(user=keyed, pk=turn.conversation.pk)
+    first = finish(turn)
+    again = finish(turn)
+    assert first.pk == again.pk == turn.assistant_message.pk
+    assert first.cost == Decimal("0.003500")
+    assert UsageRecord.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_reply_finished_before_its_conversation_was_deleted_is_not_recorded_twice(
+    keyed: Any,
+) -> None:
+    turn = start(keyed)
+    finish(turn)
+    services.conversation_delete(user=keyed, pk=turn.conversation.pk)
+    finish(turn, text="Again")  # a late second finish: the call is in the ledger already
+    assert UsageRecord.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_reply_deleted_on_its_own_frees_its_conversation(keyed: Any) -> None:
+    turn = start(keyed)
+    Message.objects.filter(pk=turn.assistant_message.pk).delete()
+    finish(turn)
+    conversation = Conversation.objects.get()
+    assert conversation.busy_until is None
+    assert UsageRecord.objects.get().conversation == conversation
+
+
+@pytest.mark.django_db
+def test_counts_beyond_what_the_database_holds_are_saved_at_the_bound(keyed: Any) -> None:
+    huge = Usage(input_tokens=MAX_TOKENS, output_tokens=MAX_TOKENS, reasoning_tokens=MAX_TOKENS)
+    message = finish(start(keyed), usage=huge)
+    message.refresh_from_db()
+    assert (message.status, message.input_tokens, message.output_tokens) == (
+        "complete",
+        MAX_TOKENS,
+        MAX_TOKENS,
+    )
+    assert UsageRecord.objects.get().output_tokens == MAX_TOKENS
+
+
+@pytest.mark.django_db
+def test_a_reply_the_renderer_fails_on_is_kept_as_plain_text(
+    keyed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(text: str) -> str:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(services, "render_markdown", broken)
+    message = finish(start(keyed), text="<b>Bold</b>\n\nand more")
+    message.refresh_from_db()
+    assert message.status == "complete"
+    assert message.html == "<p>&lt;b&gt;Bold&lt;/b&gt;</p>\n\n<p>and more</p>"
+
+
+def fail_saves(monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
+    """The next `times` saves of a reply fail as the database would refuse a value."""
+    real = services._save_reply
+    calls: list[str] = []
+
+    def save(turn: services.Turn, reply: dict[str, Any]) -> Any:
+        calls.append(reply["status"])
+        if len(calls) <= times:
+            raise DataError("value out of range")
+        return real(turn, reply)
+
+    monkeypatch.setattr(services, "_save_reply", save)
+    return calls
+
+
+@pytest.mark.django_db
+def test_a_reply_that_cannot_be_saved_ends_as_failed_with_its_ledger_row(
+    keyed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = fail_saves(monkeypatch, times=1)
+    turn = start(keyed)
+    message = finish(turn, text="Half a repl")
+    assert calls == ["complete", "error"]
+    message.refresh_from_db()
+    assert (message.status, message.error_code) == ("error", "server_error")
+    assert message.content == "Half a repl"
+    record = UsageRecord.objects.get()
+    assert (record.outcome, record.cost) == ("error", Decimal("0.003500"))
+    assert Conversation.objects.get().busy_until is None
+
+
+@pytest.fixture
+async def signed_in(async_client: Any, alice: Any) -> Any:
+    await async_client.aforce_login(alice)
+    return async_client
+
+
+@pytest.mark.anyio
+@pytest.mark.django_db(transaction=True)
+async def test_the_client_hears_of_a_save_that_failed(
+    signed_in: Any, keyed: Any, mock_provider: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fail_saves(monkeypatch, times=1)
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    name, final = events[-1]
+    assert (name, final["code"], final["status"]) == ("error", "server_error", "error")
+    assert await UsageRecord.objects.acount() == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.django_db(transaction=True)
+async def test_the_client_hears_how_the_turn_ended_even_if_no_save_goes_through(
+    signed_in: Any, keyed: Any, mock_provider: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fail_saves(monkeypatch, times=2)
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    name, final = events[-1]
+    assert (name, final["code"]) == ("error", "server_error")
+    assert final["message_id"] == events[0][1]["message"]
+    # The stream slot went back: the next message is not refused as "too many".
+    monkeypatch.undo()
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    assert events[-1][0] == "done"
+
+
+@pytest.mark.anyio
+@pytest.mark.django_db(transaction=True)
+async def test_provider_numbers_and_text_no_database_takes_still_finish_the_turn(
+    signed_in: Any, keyed: Any, mock_provider: Any
+) -> None:
+    mock_provider.configure(
+        input_tokens=2**70, chunks=["Smile \ud83d", "\ude00 \x00", " done \udbff"]
+    )
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    name, final = events[-1]
+    assert name == "done"
+    assert final["content"] == "Smile \U0001f600 \ufffd done \ufffd"
+    assert "\U0001f600" in final["html"]
+    message = await Message.objects.aget(pk=final["message"])
+    assert message.content == final["content"]
+    assert message.input_tokens == MAX_TOKENS
+    record = await sync_to_async(UsageRecord.objects.get)()
+    assert record.input_tokens == MAX_TOKENS
+    assert record.cost == Decimal("5368.709148")  # 2^31-1 in at $2.50 per 1M, 3 out at $10
