@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from providers.base import Credentials
 from providers.transport import ProviderTransport
@@ -148,6 +149,7 @@ _sdk_clients: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
+@sensitive_variables()  # the key, and the SDK frames beneath that hold it
 def _reused(key: tuple[str, ...], make: Callable[[], Any]) -> Any:
     try:
         loop = asyncio.get_running_loop()
@@ -170,6 +172,7 @@ def _reused(key: tuple[str, ...], make: Callable[[], Any]) -> Any:
     return client
 
 
+@sensitive_variables()  # the key, and the SDK frames beneath that hold it
 def openai_client(creds: Credentials, *, user_base_url: bool = False) -> openai.AsyncOpenAI:
     import openai
 
@@ -187,6 +190,7 @@ def openai_client(creds: Credentials, *, user_base_url: bool = False) -> openai.
     return client
 
 
+@sensitive_variables()  # the key, and the SDK frames beneath that hold it
 def anthropic_client(creds: Credentials) -> anthropic.AsyncAnthropic:
     import anthropic
 
@@ -203,6 +207,7 @@ def anthropic_client(creds: Credentials) -> anthropic.AsyncAnthropic:
     return client
 
 
+@sensitive_variables()  # the key, and the SDK frames beneath that hold it
 def google_client(creds: Credentials, *, recorder: ResponseRecorder | None = None) -> genai.Client:
     from google import genai
     from google.genai import types

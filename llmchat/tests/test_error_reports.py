@@ -121,3 +121,22 @@ def test_the_debug_page_of_the_keys_form_shows_no_key(
     page = response.content.decode()
     assert "provider_key_save" in page  # Django's DEBUG page
     assert SECRET not in page
+
+
+@pytest.mark.parametrize("build", ["openai_client", "anthropic_client", "google_client"])
+def test_an_sdk_client_that_cannot_be_built_reports_no_key(
+    monkeypatch: pytest.MonkeyPatch, build: str
+) -> None:
+    import sys
+
+    from providers import clients
+    from providers.base import Credentials
+
+    monkeypatch.setattr(clients, "http_client", explode)
+    try:
+        getattr(clients, build)(Credentials(SECRET, "", "user"))
+    except Boom:
+        exc_type, exc, tb = sys.exc_info()
+    html = ExceptionReporter(None, exc_type, exc, tb).get_traceback_html()
+    assert "after the key was read" in html
+    assert SECRET not in html
