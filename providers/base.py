@@ -100,11 +100,11 @@ class Usage:
         allowed to break a reply: a missing or malformed count is 0, a count
         beyond MAX_TOKENS is MAX_TOKENS, and parts that exceed their whole (a
         vendor bug) stretch the whole, up to that bound, instead of raising."""
-        cached, write = _count(cached_tokens), _count(cache_write_tokens)
-        whole_input = min(max(_count(input_tokens), cached + write), MAX_TOKENS)
+        cached, write = token_count(cached_tokens), token_count(cache_write_tokens)
+        whole_input = min(max(token_count(input_tokens), cached + write), MAX_TOKENS)
         cached = min(cached, whole_input)
-        output = _count(output_tokens)
-        reasoning = _count(reasoning_tokens)
+        output = token_count(output_tokens)
+        reasoning = token_count(reasoning_tokens)
         return cls(
             input_tokens=whole_input,
             cached_tokens=cached,
@@ -114,7 +114,7 @@ class Usage:
         )
 
 
-def _count(value: Any) -> int:
+def token_count(value: Any) -> int:
     """A token count as a provider sent it, as an int in 0..MAX_TOKENS."""
     if isinstance(value, bool):
         return 0

@@ -5,6 +5,8 @@ from typing import Any
 
 import pytest
 
+from conftest import PASSWORD as FIXTURE_PASSWORD
+from conftest import make_user
 from conversations.models import Conversation, Message
 from llmchat.tests.browser import asgi_page, screenshot
 
@@ -133,22 +135,22 @@ def test_a_person_chats_with_a_model(asgi_page: Any, mock_provider: Any, prices:
     assert page.external_requests == []
 
 
+def sign_in(page: Any, user: Any) -> None:
+    page.goto("/accounts/login/")
+    page.fill("input[name=login]", user.email)
+    page.fill("input[name=password]", FIXTURE_PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url("**/")
+
+
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_a_missing_key_is_a_banner_with_a_link_and_nothing_is_lost(
     asgi_page: Any, mock_provider: Any, prices: None, settings: Any
 ) -> None:
-    from conftest import PASSWORD as FIXTURE_PASSWORD
-    from conftest import make_user
-
     settings.OPENAI_API_KEY = "sk-server-only-for-the-picker-00000"
-    make_user("lee@example.com")
     page = asgi_page
-    page.goto("/accounts/login/")
-    page.fill("input[name=login]", "lee@example.com")
-    page.fill("input[name=password]", FIXTURE_PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url("**/")
+    sign_in(page, make_user("lee@example.com"))
     # The server key makes OpenAI available in the picker; then the operator
     # turns server keys off before the message is sent.
     page.select_option("#model-picker", "openai|gpt-4o")
@@ -168,19 +170,13 @@ def test_a_missing_key_is_a_banner_with_a_link_and_nothing_is_lost(
 def test_the_picker_shows_what_the_provider_lists_beyond_the_price_table(
     asgi_page: Any, mock_provider: Any, prices: None, settings: Any
 ) -> None:
-    from conftest import PASSWORD as FIXTURE_PASSWORD
-    from conftest import make_user
     from providers import services as key_services
 
     settings.ANTHROPIC_API_KEY = "sk-ant-server-key-for-the-picker-000"
     user = make_user("kim@example.com")
     key_services.provider_key_save(user=user, provider="openai", key=KEY)
     page = asgi_page
-    page.goto("/accounts/login/")
-    page.fill("input[name=login]", "kim@example.com")
-    page.fill("input[name=password]", FIXTURE_PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url("**/")
+    sign_in(page, user)
     # The user's own OpenAI key, no budget: an unpriced model may be used.
     own = page.locator('#model-picker option[value="openai|gpt-mock-mini"]')
     own.wait_for(state="attached")

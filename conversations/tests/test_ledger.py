@@ -83,34 +83,24 @@ def test_deleting_the_conversation_while_its_reply_streams_keeps_the_call_in_the
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("what", ["conversation", "account"])
 def test_the_admins_delete_while_a_reply_streams_keeps_the_call_in_the_ledger(
-    asgi_live_server: Any, alice: Any, staff: Any, allowance: None, prices: None
+    asgi_live_server: Any, alice: Any, staff: Any, allowance: None, prices: None, what: str
 ) -> None:
     operator = Client()
     operator.force_login(staff)
 
     def delete(conversation: int) -> None:
-        page = f"/admin/conversations/conversation/{conversation}/delete/"
-        assert operator.post(page, {"post": "yes"}).status_code == 302
-
-    events = stream_while(session_for(alice, asgi_live_server.url), delete)
-    assert_recorded_after_deletion(events)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_deleting_the_account_while_a_reply_streams_keeps_the_call_by_email(
-    asgi_live_server: Any, alice: Any, staff: Any, allowance: None, prices: None
-) -> None:
-    operator = Client()
-    operator.force_login(staff)
-
-    def delete(conversation: int) -> None:
-        page = f"/admin/accounts/user/{alice.pk}/delete/"
+        page = {
+            "conversation": f"/admin/conversations/conversation/{conversation}/delete/",
+            "account": f"/admin/accounts/user/{alice.pk}/delete/",
+        }[what]
         assert operator.post(page, {"post": "yes"}).status_code == 302
 
     events = stream_while(session_for(alice, asgi_live_server.url), delete)
     record = assert_recorded_after_deletion(events)
-    assert record.user is None
+    # A deleted account's calls are kept by email.
+    assert record.user == (alice if what == "conversation" else None)
     assert record.user_email == "alice@example.com"
 
 

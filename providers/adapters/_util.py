@@ -7,8 +7,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from providers.base import Usage
-
 
 def retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds from Retry-After (seconds or an HTTP date) or retry-after-ms."""
@@ -28,31 +26,6 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_to_datetime(value) if value else None
         return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
-
-
-def usage(
-    *,
-    input_tokens: Any,
-    cached_tokens: Any = 0,
-    cache_write_tokens: Any = 0,
-    output_tokens: Any,
-    reasoning_tokens: Any = 0,
-) -> Usage:
-    """A Usage from a vendor's (already normalized) numbers: Usage.normalized,
-    which no number a vendor sends can break."""
-    return Usage.normalized(
-        input_tokens=input_tokens,
-        cached_tokens=cached_tokens,
-        cache_write_tokens=cache_write_tokens,
-        output_tokens=output_tokens,
-        reasoning_tokens=reasoning_tokens,
-    )
-
-
-def count(value: Any) -> int:
-    """One of a vendor's token counts as an int (0 when missing or malformed),
-    for the adapters that add two counts before normalizing."""
-    return Usage.normalized(input_tokens=value, output_tokens=0).input_tokens
 
 
 def attr(obj: Any, *path: str) -> Any:

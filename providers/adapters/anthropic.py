@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 
 from providers import clients
-from providers.adapters._util import attr, count, retry_after, usage
+from providers.adapters._util import attr, retry_after
 from providers.base import (
     ChatRequest,
     Credentials,
@@ -27,16 +27,17 @@ from providers.base import (
     TextDelta,
     Usage,
     UsageReport,
+    token_count,
 )
 from providers.sse import ServerEvent
 from providers.sse import events as sse_events
 
 
 def usage_from_anthropic(raw: Any) -> Usage:
-    read = count(attr(raw, "cache_read_input_tokens"))
-    write = count(attr(raw, "cache_creation_input_tokens"))
-    return usage(
-        input_tokens=count(attr(raw, "input_tokens")) + read + write,
+    read = token_count(attr(raw, "cache_read_input_tokens"))
+    write = token_count(attr(raw, "cache_creation_input_tokens"))
+    return Usage.normalized(
+        input_tokens=token_count(attr(raw, "input_tokens")) + read + write,
         cached_tokens=read,
         cache_write_tokens=write,
         output_tokens=attr(raw, "output_tokens"),

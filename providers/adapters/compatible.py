@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 
 from providers import clients
-from providers.adapters._util import attr, usage
+from providers.adapters._util import attr
 from providers.adapters.openai import map_openai_error
 from providers.base import (
     ChatRequest,
@@ -33,7 +33,7 @@ from providers.sse import events as sse_events
 
 
 def usage_from_chat(raw: Any) -> Usage:
-    return usage(
+    return Usage.normalized(
         input_tokens=attr(raw, "prompt_tokens"),
         cached_tokens=attr(raw, "prompt_tokens_details", "cached_tokens"),
         output_tokens=attr(raw, "completion_tokens"),

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from providers import clients
-from providers.adapters._util import attr, count, usage
+from providers.adapters._util import attr
 
 if TYPE_CHECKING:
     from google.genai import errors
@@ -29,13 +29,16 @@ from providers.base import (
     TextDelta,
     Usage,
     UsageReport,
+    token_count,
 )
 
 
 def usage_from_gemini(raw: Any) -> Usage:
-    thoughts = count(attr(raw, "thoughts_token_count") or attr(raw, "thoughtsTokenCount"))
-    candidates = count(attr(raw, "candidates_token_count") or attr(raw, "candidatesTokenCount"))
-    return usage(
+    thoughts = token_count(attr(raw, "thoughts_token_count") or attr(raw, "thoughtsTokenCount"))
+    candidates = token_count(
+        attr(raw, "candidates_token_count") or attr(raw, "candidatesTokenCount")
+    )
+    return Usage.normalized(
         input_tokens=attr(raw, "prompt_token_count") or attr(raw, "promptTokenCount"),
         cached_tokens=attr(raw, "cached_content_token_count")
         or attr(raw, "cachedContentTokenCount"),

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from providers import clients
-from providers.adapters._util import attr, retry_after, usage
+from providers.adapters._util import attr, retry_after
 from providers.base import (
     ChatRequest,
     Credentials,
@@ -31,7 +31,7 @@ from providers.urlsafety import UnsafeURLError
 
 
 def usage_from_responses(raw: Any) -> Usage:
-    return usage(
+    return Usage.normalized(
         input_tokens=attr(raw, "input_tokens"),
         cached_tokens=attr(raw, "input_tokens_details", "cached_tokens"),
         output_tokens=attr(raw, "output_tokens"),
