@@ -258,6 +258,11 @@ class Provider(ABC):
         key = str(getattr(settings, self.api_key_setting, "")) if self.api_key_setting else ""
         return Credentials(key, self.operator_base_url(), "server") if key else None
 
+    def canonical_model(self, model: str) -> str:
+        """The id the price table knows a model by, for an id the provider also
+        takes in another spelling (so that it is priced as what it is)."""
+        return model
+
     async def _list_models(self, creds: Credentials) -> list[str]:
         """The ids of the chat models the provider offers this key (a listing call)."""
         return []
@@ -526,6 +531,12 @@ class _TextCleaner:
         """What is still held back once the stream ends: a lone high surrogate."""
         pending, self._pending = self._pending, ""
         return "\ufffd" if pending else ""
+
+
+def clean_text(text: str) -> str:
+    """A whole text as _TextCleaner makes a stream's."""
+    cleaner = _TextCleaner()
+    return cleaner.clean(text) + cleaner.end()
 
 
 def _add(a: Usage | None, b: Usage) -> Usage:

@@ -116,6 +116,10 @@ class GoogleProvider(Provider):
     def map_error(self, exc: BaseException) -> ProviderError | None:
         return map_google_error(exc)
 
+    def canonical_model(self, model: str) -> str:
+        # The API (and google-genai) takes "models/gemini-2.5-pro" for "gemini-2.5-pro".
+        return model.removeprefix("models/")
+
     async def _check_key(self, creds: Credentials) -> None:
         pager = await clients.google_client(creds).aio.models.list(config={"page_size": 1})
         async for _ in pager:
