@@ -80,11 +80,11 @@ class ModelPriceAdmin(admin.ModelAdmin):
         ("History", {"fields": ["effective_from", "history", "created"]}),
     ]
 
-    @admin.display(description="tier")
     @admin.display(description="model", ordering="model")
     def model_id(self, obj: ModelPrice) -> str:
         return f"{obj.model} (fallback: models without a price)" if obj.is_fallback else obj.model
 
+    @admin.display(description="tier")
     def tier(self, obj: ModelPrice) -> str:
         if obj.tier_threshold_tokens is None:
             return "—"

@@ -91,4 +91,8 @@ def test_an_operator_adds_a_providers_fallback_price(client: Client, staff: Any)
     assert price is not None
     assert (price.model, price.is_fallback, price.output_per_mtok) == ("*", True, Decimal(15))
     listing = client.get("/admin/pricing/modelprice/?provider__exact=anthropic").content.decode()
-    assert "fallback" in listing
+    assert "* (fallback: models without a price)" in listing
+    from pricing.admin import ModelPriceAdmin
+
+    assert ModelPriceAdmin.model_id.short_description == "model"  # type: ignore[attr-defined]
+    assert ModelPriceAdmin.tier.short_description == "tier"  # type: ignore[attr-defined]
