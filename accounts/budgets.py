@@ -3,7 +3,7 @@
 Months are calendar months in UTC. Spend is the sum of the ledger's costs
 (conversations.UsageRecord) — the costs computed at call time. A call that a
 limit governs, and every call on the server's keys, needs a price
-(`price_required`), so no spend escapes the limits; the unpriced calls a user's
+(`unpriced_refusal`), so no spend escapes the limits; the unpriced calls a user's
 own key may still make count as 0 and are flagged in the reports.
 """
 
@@ -60,15 +60,17 @@ def server_key_limit() -> Decimal | None:
     return _setting("SERVER_KEY_MONTHLY_BUDGET")
 
 
-def price_required(user: User, key_source: str) -> str | None:
-    """Why a call with this key must be priced — the rule, said to the user — or
-    None when an unpriced call may go: unmetered spend on the operator's keys or
-    under a budget would escape every limit."""
+def unpriced_refusal(user: User, key_source: str, model: str) -> str | None:
+    """Why this user may not call an unpriced model with this key, said to them,
+    or None when they may: unmetered spend on the operator's keys or under a
+    budget would escape every limit."""
     if key_source == "server":
-        return "calls on the server's key must be priced. Pick a priced model or add your own key"
-    if user_limit(user) is not None:
-        return "calls under your monthly budget must be priced. Pick a priced model"
-    return None
+        rule = "calls on the server's key must be priced. Pick a priced model or add your own key"
+    elif user_limit(user) is not None:
+        rule = "calls under your monthly budget must be priced. Pick a priced model"
+    else:
+        return None
+    return f"{model} has no price, and {rule}."
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,11 @@ class KeySource(models.TextChoices):
     NONE = "none", "no key"
 
 
+def conversation_label(pk: object) -> str:
+    """A conversation named without its title."""
+    return f"Conversation #{pk}"
+
+
 class ConversationQuerySet(models.QuerySet["Conversation"]):
     def for_user(self, user: User) -> ConversationQuerySet:
         return self.filter(user=user)
@@ -54,7 +59,7 @@ class Conversation(models.Model):
     def __str__(self) -> str:
         # Not the title: it is the user's words, and str() is what the admin shows
         # wherever it names an object (ADMIN_CAN_READ_CHATS decides about contents).
-        return f"Conversation #{self.pk}"
+        return conversation_label(self.pk)
 
 
 class Message(models.Model):
@@ -76,8 +81,9 @@ class Message(models.Model):
     reasoning_tokens = models.PositiveIntegerField(default=0)
     usage_estimated = models.BooleanField(default=False)
     cost = models.DecimalField(max_digits=18, decimal_places=6, null=True, blank=True)
+    # PROTECT: the price row a cost was computed with is kept to explain it.
     price = models.ForeignKey(
-        "pricing.ModelPrice", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "pricing.ModelPrice", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     # Priced at its provider's fallback price: the model has no price of its own.
     fallback_price = models.BooleanField(default=False)
@@ -161,8 +167,9 @@ class UsageRecord(models.Model):
     cost = models.DecimalField(max_digits=18, decimal_places=6, null=True, blank=True)
     unpriced = models.BooleanField(default=False)
     estimated = models.BooleanField(default=False)
+    # PROTECT: the price row a cost was computed with is kept to explain it.
     price = models.ForeignKey(
-        "pricing.ModelPrice", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "pricing.ModelPrice", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     fallback_price = models.BooleanField(default=False)
     outcome = models.CharField(max_length=12, choices=Status.choices)
@@ -182,6 +189,12 @@ class UsageRecord(models.Model):
             ),
             models.Index(fields=["created"]),
             models.Index(fields=["provider", "model", "created"]),
+            # The sweeper's: calls still open (a handful among millions).
+            models.Index(
+                fields=["created"],
+                condition=Q(outcome="generating"),
+                name="open_calls",
+            ),
         ]
 
     def __str__(self) -> str:

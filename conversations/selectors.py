@@ -157,19 +157,19 @@ class ListedModel:
 def listed_models(user: User, provider: str, listing: Listing) -> list[ListedModel]:
     """The provider's listing for the user, each model with its price, and
     whether the user may call it: an unpriced model only with their own key and
-    no budget (budgets.price_required)."""
+    no budget (budgets.unpriced_refusal)."""
     prices = prices_for(provider, listing.models)
-    rule = budgets.price_required(user, listing.key_source)
-    return [
-        ListedModel(
-            provider=provider,
-            model=model,
-            price=prices[model],
-            usable=prices[model] is not None or rule is None,
-            reason=f"It has no price, and {rule}." if prices[model] is None and rule else "",
+    listed = []
+    for model in listing.models:
+        refusal = None
+        if prices[model] is None:
+            refusal = budgets.unpriced_refusal(user, listing.key_source, model)
+        listed.append(
+            ListedModel(
+                provider, model, prices[model], usable=refusal is None, reason=refusal or ""
+            )
         )
-        for model in listing.models
-    ]
+    return listed
 
 
 def usage_summary(user: User, since: datetime | None, until: datetime | None) -> dict[str, Any]:

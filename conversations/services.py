@@ -27,14 +27,21 @@ from django.utils import timezone
 from django.utils.html import linebreaks
 
 from accounts import budgets
+from conversations import ledger
 from conversations.markdown import render_markdown
-from conversations.models import Conversation, KeySource, Message, Status, UsageRecord
-from llmchat import metrics, ratelimit
-from llmchat.db import can_take_and_add, take_and_add, update_returning
-from pricing.calculator import calculate_cost
+from conversations.models import Conversation, Message, Status
+from llmchat import ratelimit
+from llmchat.db import update_returning
 from pricing.models import ModelPrice, price_for
 from providers import registry
-from providers.base import ChatMessage, ChatRequest, Credentials, ProviderError, Usage
+from providers.base import (
+    ChatMessage,
+    ChatRequest,
+    Credentials,
+    ProviderError,
+    Usage,
+    clean_text,
+)
 from providers.services import KeyProblem, credentials_for
 
 if TYPE_CHECKING:
@@ -144,6 +151,7 @@ def chat_start(
         system_prompt=system_prompt,
         client_message_id=client_message_id,
     )
+    model = registry.get(provider).canonical_model(model)
     _check_rate(user)
     try:
         creds = credentials_for(user=user, provider=provider)
@@ -246,11 +254,9 @@ def _check_priced(user: User, creds: Credentials, model: str, price: ModelPrice 
     """A call on the operator's keys, or under a budget, needs a price: without
     one it would be spend that no limit sees. Refused before the provider is
     called; a user's own key with no budget may still use an unpriced model."""
-    rule = budgets.price_required(user, creds.key_source) if price is None else None
-    if rule is not None:
-        raise ChatRefused(
-            400, "unpriced_model", f"{model} has no price, and {rule}.", field="model"
-        )
+    refusal = budgets.unpriced_refusal(user, creds.key_source, model) if price is None else None
+    if refusal is not None:
+        raise ChatRefused(400, "unpriced_model", refusal, field="model")
 
 
 def release_turn(turn: Turn) -> None:
@@ -282,14 +288,14 @@ def _open_turn(
     price: ModelPrice | None,
     now: datetime,
 ) -> Turn:
-    """Take the conversation and save the user's message with the reply's row
-    ("generating"), in one transaction of as few queries as the turn allows: each
-    one is a round trip on the way to the provider's first token. Continuing a
-    conversation is three (take it and read it back, read its history, insert
-    both messages), sent in one round trip on PostgreSQL (_continue); a
-    repeated client_message_id is caught by the unique
-    constraint, and an unusual case (a busy, stale, missing or foreign
-    conversation, a retry) costs its queries after the fact."""
+    """Take the conversation, save the user's message with the reply's row
+    ("generating") and open the call's ledger row, in one transaction of as few
+    queries as the turn allows: each one is a round trip on the way to the
+    provider's first token. Continuing a conversation is four (take it and read
+    it back, read its history, insert both messages, insert the ledger row); a
+    repeated client_message_id is caught by the unique constraint, and an
+    unusual case (a busy, stale, missing or foreign conversation, a retry)
+    costs its queries after the fact."""
     title = _title_from(message)
     history: list[ChatMessage]
     take_stale = False
@@ -303,26 +309,6 @@ def _open_turn(
             now=now,
         )
         try:
-            if (
-                conversation_id is not None
-                and not regenerate
-                and not take_stale
-                and can_take_and_add(Conversation.objects.db)
-            ):
-                # The usual turn (PostgreSQL): one round trip instead of five.
-                assert user_message is not None
-                conversation, history = _continue(
-                    user,
-                    conversation_id,
-                    user_message,
-                    assistant,
-                    provider=provider,
-                    model=model,
-                    system_prompt=system_prompt,
-                    title=title,
-                    now=now,
-                )
-                break
             with transaction.atomic():
                 if conversation_id is None:
                     if client_message_id and _client_id_used(user, client_message_id):
@@ -350,6 +336,19 @@ def _open_turn(
                 if not history or history[-1].role != "user":
                     raise ChatRefused(400, "nothing_to_answer", "There is no message to answer.")
                 _save_messages(conversation, user_message, assistant)
+                request = ChatRequest(
+                    model=model,
+                    messages=history,
+                    system=conversation.system_prompt,
+                    max_output_tokens=_max_output_tokens(provider, price),
+                )
+                ledger.open_call(
+                    conversation=conversation,
+                    reply=assistant,
+                    request=request,
+                    price=price,
+                    started_at=now,
+                )
             break
         except (_Repeated, IntegrityError):  # the constraint on (conversation, client id)
             # This client_message_id was sent before (a retry, a double click):
@@ -376,12 +375,6 @@ def _open_turn(
             # Close that reply first, then take the conversation over.
             sweep_stale_streams(conversation_id=conversation_id)
             take_stale = True
-    request = ChatRequest(
-        model=model,
-        messages=history,
-        system=conversation.system_prompt,
-        max_output_tokens=_max_output_tokens(provider, price),
-    )
     return Turn(conversation, user_message, assistant, request, creds, now, price=price)
 
 
@@ -434,39 +427,6 @@ def _take_conversation(
     conversation = taken[0]
     conversation.user = user  # known: no query for it later (the ledger row)
     return conversation
-
-
-def _continue(
-    user: User,
-    conversation_id: int,
-    user_message: Message,
-    assistant: Message,
-    *,
-    provider: str,
-    model: str,
-    system_prompt: str | None,
-    title: str,
-    now: datetime,
-) -> tuple[Conversation, list[ChatMessage]]:
-    """What _open_turn does to continue a conversation — take it, save the
-    turn's two new messages, read its history — in one round trip to PostgreSQL
-    (llmchat.db.take_and_add): the user's conversation and the history to send,
-    or _NotTaken and nothing saved if it is not free (or not theirs)."""
-    conversation, rows = take_and_add(
-        _free_conversation(user, conversation_id, now),
-        _take_changes(provider, model, system_prompt, title, now),
-        children=[user_message, assistant],
-        link="conversation",
-        then=_messages_of(conversation_id, user).values_list("id", "role", "content", "status"),
-    )
-    if conversation is None:
-        raise _NotTaken
-    conversation.user = user  # known: no query for it later (the ledger row)
-    user_message.conversation = assistant.conversation = conversation
-    new = {user_message.pk, assistant.pk}
-    history = _history_of([row[1:] for row in rows if row[0] not in new])
-    history.append(ChatMessage("user", user_message.content))
-    return conversation, history
 
 
 def _free_conversation(
@@ -624,34 +584,6 @@ def chat_checkpoint(texts: dict[int, str]) -> None:
         )
 
 
-def estimate_tokens(text: str) -> int:
-    # About four characters a token on English text; only ever used flagged as
-    # an estimate, when the provider reported nothing.
-    return (len(text) + 3) // 4
-
-
-def _settle_usage(
-    turn_request: ChatRequest, text: str, status: str, usage: Usage | None, final: bool
-) -> tuple[Usage, bool]:
-    if usage is not None and final:
-        return usage, False
-    if usage is None and status == Status.ERROR and not text:
-        return Usage(), False  # refused before anything was generated: nothing billed
-    prompt = turn_request.system + "".join(m.content for m in turn_request.messages)
-    reported_input = usage.input_tokens if usage else 0
-    reported_output = usage.output_tokens if usage else 0
-    return (
-        Usage.normalized(
-            input_tokens=max(reported_input, estimate_tokens(prompt)),
-            cached_tokens=usage.cached_tokens if usage else 0,
-            cache_write_tokens=usage.cache_write_tokens if usage else 0,
-            output_tokens=max(reported_output, estimate_tokens(text)),
-            reasoning_tokens=usage.reasoning_tokens if usage else 0,
-        ),
-        True,
-    )
-
-
 SAVE_FAILED = "server_error"
 """The error code of a reply whose save failed and that was closed as failed."""
 
@@ -668,73 +600,54 @@ def chat_finish(
     latency_ms: int | None = None,
     provider_called: bool = True,
 ) -> Message:
-    """Save the reply with its usage and cost, write the ledger row, free the
+    """Save the reply with its usage and cost, settle its ledger row, free the
     conversation. Safe to call once per turn; a second call changes nothing.
     `provider_called=False`: the turn ended before the provider was called (the
     client left first): nothing was billed.
 
-    The call is recorded whatever happened meanwhile: a reply whose conversation
-    was deleted while it streamed still gets its ledger row, and a reply that
-    cannot be saved as it is (the database refused a value) is saved again,
-    closed as failed, with its ledger row."""
+    The call is recorded whatever happened meanwhile: a reply deleted while it
+    streamed (with its conversation, or the account) still settles its ledger
+    row, and a reply that cannot be saved as it is (the database refused a
+    value) is saved again, closed as failed, with its ledger row."""
     assistant = turn.assistant_message
     if provider_called:
-        settled, estimated = _settle_usage(turn.request, text, status, usage, usage_final)
+        settled = ledger.settle_usage(turn.request, text, status, usage, usage_final, turn.price)
     else:
-        settled, estimated = Usage(), False
-    price = turn.price
-    cost = calculate_cost(settled, price.as_price()) if price is not None else None
+        settled = ledger.Settled.at(Usage(), turn.price, estimated=False)
     reply: dict[str, Any] = {
         "content": text,
         "html": _html(text),
         "status": status,
-        "input_tokens": settled.input_tokens,
-        "cached_tokens": settled.cached_tokens,
-        "cache_write_tokens": settled.cache_write_tokens,
-        "output_tokens": settled.output_tokens,
-        "reasoning_tokens": settled.reasoning_tokens,
-        "usage_estimated": estimated,
-        "cost": cost,
-        "price": price if price is not None and price.pk is not None else None,
-        "fallback_price": price is not None and price.is_fallback,
+        **settled.fields(),
+        "usage_estimated": settled.estimated,
         "ttft_ms": ttft_ms,
         "latency_ms": latency_ms,
         "error_code": error.code if error else "",
         "error_message": error.message[:500] if error else "",
     }
     try:
-        saved = _save_reply(turn, reply)
+        saved, recorded = _save_reply(turn, reply, settled)
     except Exception:
-        # Whatever the database refused, the call is recorded and the turn ends.
+        # Whatever the database refused, the call is recorded and the turn ends;
+        # without the price row too, in case it was deleted since the turn began.
         logger.exception("saving a reply failed: it is closed as failed")
         _drop_broken_connections()
         reply.update(
-            content=_storable(text),
+            content=clean_text(text),  # (the stream's own cleaning, should it have been bypassed)
             html="",
             status=Status.ERROR,
+            price=None,
             error_code=SAVE_FAILED,
             error_message="The reply could not be saved in full.",
         )
-        saved = _save_reply(turn, reply)
+        saved, recorded = _save_reply(turn, reply, settled)
     if saved is _Saved.BEFORE:
         assistant.refresh_from_db()  # finished earlier (swept): what was saved then
     else:
         for name, value in reply.items():
             setattr(assistant, name, value)
-        metrics.record_chat_turn(
-            provider=assistant.provider,
-            model=_metrics_model(price),
-            outcome=assistant.status,
-            input_tokens=settled.input_tokens,
-            cached_tokens=settled.cached_tokens,
-            cache_write_tokens=settled.cache_write_tokens,
-            output_tokens=settled.output_tokens,
-            reasoning_tokens=settled.reasoning_tokens,
-            cost=cost,
-            ttft_ms=ttft_ms,
-            latency_ms=latency_ms,
-            error_code=assistant.error_code,
-        )
+    if recorded:
+        ledger.record_metrics(assistant, settled, ttft_ms=ttft_ms, latency_ms=latency_ms)
     logger.info(
         "chat turn",
         extra={
@@ -749,79 +662,40 @@ def chat_finish(
             "ttft_ms": ttft_ms,
             "outcome": assistant.status,
             "error_code": assistant.error_code,
-            "conversation_deleted": saved is _Saved.ORPHAN,
+            "reply_deleted": saved is _Saved.GONE,
         },
     )
     return assistant
 
 
 class _Saved(Enum):
-    NOW = "now"  # this call saved the reply and its ledger row
-    BEFORE = "before"  # the reply was final already (swept): nothing written
-    ORPHAN = "orphan"  # the reply was deleted while it streamed: only its ledger row
+    NOW = "now"  # this call saved the reply
+    BEFORE = "before"  # the reply was final already (swept): left as it was
+    GONE = "gone"  # the reply was deleted while it streamed
 
 
-def _save_reply(turn: Turn, reply: dict[str, Any]) -> _Saved:
-    """The reply saved if it is still generating, its ledger row, and the
+def _save_reply(turn: Turn, reply: dict[str, Any], settled: ledger.Settled) -> tuple[_Saved, bool]:
+    """The reply saved if it is still generating, its ledger row settled, and the
     conversation freed — only by the turn that saved its reply (a stream the
-    sweeper already closed must not unlock a newer turn)."""
+    sweeper already closed must not unlock a newer turn). Also whether this call
+    settled the ledger row."""
     assistant = turn.assistant_message
-    ledger_row = _ledger_row(turn, reply)
-    unfinished = Message.objects.filter(pk=assistant.pk, status=Status.GENERATING)
+    fields = {**settled.ledger_fields(reply["status"]), "price": reply["price"]}
     conversation = Conversation.objects.filter(pk=turn.conversation.pk)
     free: dict[str, Any] = {"busy_until": None, "updated": timezone.now()}
-    if can_take_and_add(Message.objects.db):
-        # One round trip on PostgreSQL (llmchat.db.take_and_add).
-        saved, _ = take_and_add(
-            unfinished, reply, children=[ledger_row], link="message", also=(conversation, free)
-        )
-        if saved is not None:
-            return _Saved.NOW
-    else:
-        with transaction.atomic():
-            if unfinished.update(**reply):
-                ledger_row.message = assistant
-                ledger_row.save(force_insert=True)
-                conversation.update(**free)
-                return _Saved.NOW
+    with transaction.atomic():
+        if Message.objects.filter(pk=assistant.pk, status=Status.GENERATING).update(**reply):
+            recorded = ledger.settle(reply=assistant, conversation=turn.conversation, fields=fields)
+            conversation.update(**free)
+            return _Saved.NOW, recorded
     if Message.objects.filter(pk=assistant.pk).exists():
-        return _Saved.BEFORE
-    # Deleted while it streamed (with its conversation, or its account): the call
-    # was made and is billed all the same. reply_id is unique: recorded once.
-    ledger_row = _ledger_row(turn, reply)
-    ledger_row.message = None
-    if not conversation.update(**free):  # (freed, if only the reply was deleted)
-        ledger_row.conversation = None
-    if not get_user_model().objects.filter(pk=turn.conversation.user_id).exists():
-        ledger_row.user = None
-    UsageRecord.objects.bulk_create([ledger_row], ignore_conflicts=True)
-    return _Saved.ORPHAN
-
-
-def _ledger_row(turn: Turn, reply: dict[str, Any]) -> UsageRecord:
-    """The turn's ledger row, with the reply's settled usage and cost."""
-    assistant = turn.assistant_message
-    return UsageRecord(
-        user=turn.conversation.user,
-        user_email=turn.conversation.user.email,
-        conversation=turn.conversation,
-        reply_id=assistant.pk,
-        provider=assistant.provider,
-        model=assistant.model,
-        key_source=assistant.key_source or KeySource.NONE,
-        input_tokens=reply["input_tokens"],
-        cached_tokens=reply["cached_tokens"],
-        cache_write_tokens=reply["cache_write_tokens"],
-        output_tokens=reply["output_tokens"],
-        reasoning_tokens=reply["reasoning_tokens"],
-        cost=reply["cost"],
-        unpriced=turn.price is None,
-        estimated=reply["usage_estimated"],
-        price=reply["price"],
-        fallback_price=reply["fallback_price"],
-        outcome=reply["status"],
-        created=turn.started_at,
-    )
+        return _Saved.BEFORE, False
+    # Deleted while it streamed (with its conversation or its account, or alone):
+    # the call was made and is billed all the same.
+    with transaction.atomic():
+        recorded = ledger.settle(reply=assistant, conversation=turn.conversation, fields=fields)
+        conversation.update(**free)  # (still there if only the reply was deleted)
+    return _Saved.GONE, recorded
 
 
 def _html(text: str) -> str:
@@ -836,11 +710,6 @@ def _html(text: str) -> str:
         return linebreaks(text, autoescape=True)
 
 
-def _storable(text: str) -> str:
-    """Text any database keeps: no NUL, no lone surrogate."""
-    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
-
-
 def _drop_broken_connections() -> None:
     """After a failed save, a connection that broke is replaced before the next."""
     for connection in connections.all(initialized_only=True):
@@ -848,17 +717,11 @@ def _drop_broken_connections() -> None:
             connection.close_if_unusable_or_obsolete()
 
 
-def _metrics_model(price: ModelPrice | None) -> str:
-    """The model label of a turn's metrics: the priced model's id, so that the
-    number of series is bounded by the price table, not by what users send."""
-    if price is None or price.pk is None or price.is_fallback:
-        return metrics.OTHER
-    return price.model
-
-
 def sweep_stale_streams(*, conversation_id: int | None = None) -> int:
     """Close replies still "generating" long after any stream could have lasted
-    (their process died): partial if some text was saved, else error."""
+    (their process died): partial if some text was saved, else error; and
+    (sweeping every conversation) the ledger rows of such replies that were
+    deleted meanwhile. How many were closed."""
     # Streams end themselves 30 s before CHAT_STREAM_MAX_SECONDS; a minute more
     # of grace means only a dead one is ever swept.
     cutoff = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 60)
@@ -889,6 +752,8 @@ def sweep_stale_streams(*, conversation_id: int | None = None) -> int:
             error=ProviderError("unavailable", "The reply was interrupted."),
         )
         swept += 1
+    if conversation_id is None:
+        swept += ledger.close_abandoned(cutoff)
     return swept
 
 

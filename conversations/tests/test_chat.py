@@ -490,8 +490,8 @@ async def test_a_turn_takes_a_bounded_number_of_queries(
     # for a message sent as the browser sends it (with a client_message_id): the
     # session, the user, the key, the price; then a new conversation's user lock,
     # client-id check and insert, or an existing one's taking (read back by the
-    # same UPDATE) and history; both messages in one insert. (The reply's save runs
-    # on the save threads' own connections, not counted here.)
+    # same UPDATE) and history; both messages in one insert; the ledger row. (The
+    # reply's save runs on the save threads' own connections, not counted here.)
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -514,11 +514,9 @@ async def test_a_turn_takes_a_bounded_number_of_queries(
 
     count, last = await sync_to_async(turn, thread_sensitive=True)()
     assert last == "done"
-    from django.db import connection as db
 
-    # Continuing on PostgreSQL: its taking, both messages and the history in one
-    # round trip of two statements (llmchat.db.take_and_add).
-    assert count == (8 if new_conversation else 6 if db.vendor == "postgresql" else 7)
+    # The same queries on every database; the call's ledger row opened last.
+    assert count == (9 if new_conversation else 8)
 
 
 @pytest.mark.parametrize(

@@ -68,24 +68,15 @@ def test_continuing_a_conversation_takes_few_queries_after_the_key(keyed: Any) -
     pk = first.conversation.pk
     with CaptureQueriesContext(connection) as queries:
         turn = start(keyed, conversation_id=pk, message="Two", client_message_id="m-2")
-    if connection.vendor == "postgresql":
-        # One round trip (llmchat.db.take_and_add): taken, updated and read back,
-        # with both messages inserted, in one statement; then the history.
-        assert statements(queries) == [
-            "SELECT providers_providerkey",
-            "SELECT pricing_modelprice",  # the price, also what the finish uses
-            "UPDATE conversations_conversation + INSERT conversations_message",
-            "SELECT conversations_message",  # the history
-        ]
-    else:
-        assert statements(queries) == [
-            "SELECT providers_providerkey",
-            "SELECT pricing_modelprice",  # the price, also what the finish uses
-            # Taken (busy_until), updated for the turn and read back: one query.
-            "UPDATE conversations_conversation RETURNING",
-            "SELECT conversations_message",  # the history
-            "INSERT conversations_message RETURNING",  # the user's message and the reply's row
-        ]
+    assert statements(queries) == [
+        "SELECT providers_providerkey",
+        "SELECT pricing_modelprice",  # the price, also what the finish uses
+        # Taken (busy_until), updated for the turn and read back: one query.
+        "UPDATE conversations_conversation RETURNING",
+        "SELECT conversations_message",  # the history
+        "INSERT conversations_message RETURNING",  # the user's message and the reply's row
+        "INSERT conversations_usagerecord RETURNING",  # the call, opened
+    ]
     assert turn.conversation.pk == pk
     assert turn.conversation.title == "One"  # named by its first message, kept
     assert turn.conversation.busy_until is not None
@@ -101,36 +92,6 @@ def test_continuing_a_conversation_takes_few_queries_after_the_key(keyed: Any) -
     assert Message.objects.get(pk=turn.user_message.pk).client_message_id == "m-2"
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="take_and_add's statements")
-def test_a_turns_statements_are_converted_once_by_psycopg(keyed: Any) -> None:
-    # psycopg converts a statement's text for the server once and caches it, but
-    # only for statements of at most 50 parameters and 4 kB: the turn's were over
-    # that with a parameter (and a cast) per message value, and every turn paid
-    # for the conversion again (llmchat.db.take_and_add sends the rows as one).
-    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
-
-    sent: list[tuple[str, int]] = []
-
-    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if sql.startswith("WITH"):
-            sent.append((sql, len(params or ())))
-        return execute(sql, params, many, context)
-
-    first = start(keyed, message="One", client_message_id="m-1")
-    finish(first)
-    with connection.execute_wrapper(record):
-        for n, text in enumerate(["Two", "Three, with 'quotes', %s and “others”"]):
-            turn = start(
-                keyed, conversation_id=first.conversation.pk, message=text, client_message_id=f"{n}"
-            )
-            finish(turn)
-    [(start_sql, _), (finish_sql, _), (again_sql, _), (finish_again_sql, _)] = sent
-    assert (start_sql, finish_sql) == (again_sql, finish_again_sql)  # the values are not in it
-    for sql, params in sent:
-        assert params <= MAX_CACHED_STATEMENT_PARAMS
-        assert len(sql.encode()) <= MAX_CACHED_STATEMENT_LENGTH
-
-
 def test_starting_a_conversation_checks_the_client_id_under_the_users_lock(keyed: Any) -> None:
     with CaptureQueriesContext(connection) as queries:
         turn = start(keyed, message="One", client_message_id="m-1")
@@ -142,6 +103,7 @@ def test_starting_a_conversation_checks_the_client_id_under_the_users_lock(keyed
         "SELECT conversations_message",  # the id used in any of the user's conversations?
         "INSERT conversations_conversation RETURNING",
         "INSERT conversations_message RETURNING",
+        "INSERT conversations_usagerecord RETURNING",
     ]
     if connection.vendor == "postgresql":
         [lock] = [q["sql"] for q in queries.captured_queries if '"accounts_user"' in q["sql"]]
@@ -241,20 +203,16 @@ def test_a_failure_after_taking_the_conversation_leaves_it_free(
     finish(start(keyed, conversation_id=pk, message="Two"))
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-round-trip path")
 @pytest.mark.django_db(transaction=True)
 def test_outside_a_transaction_a_turn_commits_and_a_failure_rolls_back(
     keyed: Any, monkeypatch: Any
 ) -> None:
-    # As in production (no test transaction around it): BEGIN ... COMMIT sent
-    # with the statements (llmchat.db.take_and_add), not a savepoint.
-    from psycopg.pq import TransactionStatus
-
+    # As in production (no test transaction around it): a transaction of its own.
     first = start(keyed, message="One")
     finish(first)
     pk = first.conversation.pk
     asked = start(keyed, conversation_id=pk, message="Two", client_message_id="t-1")
-    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert not connection.in_atomic_block
     assert [m.content for m in asked.request.messages] == ["One", "Hello!", "Two"]
     finish(asked)
     again = start(keyed, conversation_id=pk, message="Two", client_message_id="t-1")
@@ -265,24 +223,27 @@ def test_outside_a_transaction_a_turn_commits_and_a_failure_rolls_back(
     with pytest.raises(DatabaseError):
         start(keyed, conversation_id=pk, message="Three")
     monkeypatch.undo()
-    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert not connection.in_atomic_block
     assert Conversation.objects.get(pk=pk).busy_until is None
     assert Message.objects.filter(conversation_id=pk).count() == 4
+    assert UsageRecord.objects.count() == 2  # nor was the third call opened
     finish(start(keyed, conversation_id=pk, message="Three"))
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-round-trip path")
 @pytest.mark.django_db(transaction=True)
-def test_finishing_a_turn_is_one_statement(keyed: Any) -> None:
+def test_finishing_a_turn_saves_the_reply_settles_its_call_and_frees_the_conversation(
+    keyed: Any,
+) -> None:
     turn = start(keyed, message="One")
+    opened = UsageRecord.objects.get()
+    assert (opened.outcome, opened.estimated, opened.output_tokens) == ("generating", True, 0)
     with CaptureQueriesContext(connection) as queries:
         finish(turn)
-    # The reply saved, its ledger row and the conversation freed: one statement,
-    # one round trip with its BEGIN and COMMIT (llmchat.db.take_and_add); the
-    # price is the one the turn started with.
+    # In one transaction, at the price the turn started with.
     assert statements(queries) == [
-        "UPDATE conversations_message + INSERT conversations_usagerecord"
-        " + UPDATE conversations_conversation",
+        "UPDATE conversations_message",
+        "UPDATE conversations_usagerecord",
+        "UPDATE conversations_conversation",
     ]
     reply = Message.objects.get(pk=turn.assistant_message.pk)
     row = UsageRecord.objects.get(message=reply)

@@ -188,11 +188,11 @@ def fail_saves(monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
     real = services._save_reply
     calls: list[str] = []
 
-    def save(turn: services.Turn, reply: dict[str, Any]) -> Any:
+    def save(turn: services.Turn, reply: dict[str, Any], settled: Any) -> Any:
         calls.append(reply["status"])
         if len(calls) <= times:
             raise DataError("value out of range")
-        return real(turn, reply)
+        return real(turn, reply, settled)
 
     monkeypatch.setattr(services, "_save_reply", save)
     return calls
@@ -267,3 +267,76 @@ async def test_provider_numbers_and_text_no_database_takes_still_finish_the_turn
     record = await sync_to_async(UsageRecord.objects.get)()
     assert record.input_tokens == MAX_TOKENS
     assert record.cost == Decimal("5368.709148")  # 2^31-1 in at $2.50 per 1M, 3 out at $10
+
+
+def sweep_later(monkeypatch: pytest.MonkeyPatch, settings: Any) -> int:
+    """The sweeper, run once every stream that started by now is long dead."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    later = timezone.now() + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 61)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+    return services.sweep_stale_streams()
+
+
+@pytest.mark.django_db
+def test_a_call_is_in_the_ledger_from_its_start_at_the_input_it_sends(keyed: Any) -> None:
+    turn = start(keyed, message="x" * 4000)
+    row = UsageRecord.objects.get()
+    assert (row.reply_id, row.message, row.outcome) == (
+        turn.assistant_message.pk,
+        turn.assistant_message,
+        "generating",
+    )
+    assert (row.input_tokens, row.output_tokens, row.estimated) == (1000, 0, True)
+    assert row.cost == Decimal("0.002500")  # counts against budgets while in flight
+
+
+@pytest.mark.django_db
+def test_a_dead_workers_call_stays_in_the_ledger_when_its_conversation_goes(
+    keyed: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    # The process streaming it died, then the conversation was deleted: no finish
+    # ever comes, and the sweeper finds no reply to close.
+    turn = start(keyed, message="x" * 4000)
+    services.conversation_delete(user=keyed, pk=turn.conversation.pk)
+    assert sweep_later(monkeypatch, settings) == 1
+    row = UsageRecord.objects.get()
+    assert (row.outcome, row.estimated, row.input_tokens) == ("error", True, 1000)
+    assert row.cost == Decimal("0.002500")
+
+
+@pytest.mark.django_db
+def test_a_stale_reply_dropped_by_a_regenerate_keeps_its_call(
+    keyed: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    first = start(keyed, message="x" * 400)
+    # Its process died; the conversation's taking expired, but the sweeper's
+    # grace has not: a regenerate takes it over and drops the unfinished reply.
+    Conversation.objects.update(busy_until=timezone.now() - timedelta(seconds=1))
+    again = start(keyed, conversation_id=first.conversation.pk, regenerate=True)
+    assert not Message.objects.filter(pk=first.assistant_message.pk).exists()
+    finish(again)
+    sweep_later(monkeypatch, settings)
+    rows = {r.reply_id: r for r in UsageRecord.objects.all()}
+    assert rows[first.assistant_message.pk].outcome == "error"
+    assert rows[first.assistant_message.pk].input_tokens == 100
+    assert rows[again.assistant_message.pk].outcome == "complete"
+
+
+@pytest.mark.django_db
+def test_a_price_a_call_used_cannot_be_deleted(client: Client, staff: Any, keyed: Any) -> None:
+    from pricing.models import ModelPrice
+
+    finish(start(keyed))
+    price = ModelPrice.objects.get(provider="openai", model="gpt-4o")
+    client.force_login(staff)
+    page = client.post(f"/admin/pricing/modelprice/{price.pk}/delete/", {"post": "yes"})
+    assert page.status_code == 200  # the admin's "cannot delete" page
+    assert "Cannot delete model price" in page.content.decode()
+    assert ModelPrice.objects.filter(pk=price.pk).exists()

@@ -199,3 +199,13 @@ def test_model_ids_users_make_up_add_no_metric_series(own_key: Any, settings: An
     finish(start(own_key, model="gpt-4o-2024-08-06"))
     labels = {"provider": "openai", "model": "gpt-4o", "outcome": "complete"}
     assert REGISTRY.get_sample_value("llmchat_chat_turns_total", labels)
+
+
+def test_a_models_other_spelling_is_priced_as_the_model(alice: Any, settings: Any) -> None:
+    # Gemini takes "models/gemini-2.5-pro" for "gemini-2.5-pro": not the fallback's.
+    settings.GEMINI_API_KEY = "gm-server-0000000000000000"
+    settings.FALLBACK_PRICES = {"google": (Decimal("0.1"), Decimal("0.4"))}
+    turn = start(alice, provider="google", model="models/gemini-2.5-pro")
+    assert turn.request.model == turn.assistant_message.model == "gemini-2.5-pro"
+    assert turn.price is not None
+    assert (turn.price.model, turn.price.is_fallback) == ("gemini-2.5-pro", False)
