@@ -30,7 +30,7 @@ from django.urls.exceptions import NoReverseMatch
 from django.utils.html import format_html
 
 from conversations import reports, selectors
-from conversations.models import Conversation, Message, UsageRecord
+from conversations.models import Conversation, Message, UsageRecord, conversation_label
 from pricing.models import ModelPrice
 from providers.registry import PROVIDER_NAMES
 
@@ -46,23 +46,6 @@ def _can_read_chats() -> bool:
 # What people wrote: a conversation's title (their words, or the first words of
 # their first message), its system prompt and its messages.
 _CONTENT_FIELDS = frozenset({"title", "system_prompt", "messages"})
-
-
-def conversation_label(conversation_id: int) -> str:
-    """A conversation named without its title."""
-    return f"Conversation #{conversation_id}"
-
-
-def _untitled(conversation: Conversation) -> Conversation:
-    """The conversation with its title replaced, in memory, by its label.
-
-    Django names an object by str() in many places (breadcrumbs, page titles, the
-    delete page, its success message, the action log), and a conversation's str()
-    is its title. The admin never saves a conversation (no add or change
-    permission; deleting saves nothing), so the label never reaches the database.
-    """
-    conversation.title = conversation_label(conversation.pk)
-    return conversation
 
 
 def _tokens(obj: UsageRecord | Message) -> str:
@@ -109,9 +92,17 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "cost",
         "unpriced",
         "estimated",
+        "fallback_price",
         "outcome",
     ]
-    list_filter = [ProviderFilter, "key_source", "outcome", "unpriced", "estimated"]
+    list_filter = [
+        ProviderFilter,
+        "key_source",
+        "outcome",
+        "unpriced",
+        "estimated",
+        "fallback_price",
+    ]
     search_fields = ["user_email", "model"]
     date_hierarchy = "created"
     # Nothing in the list reads a related row (the user column is the ledger's own
@@ -307,39 +298,6 @@ class ConversationAdmin(admin.ModelAdmin):
         if not _can_read_chats() and lookup.split(LOOKUP_SEP)[0] in _CONTENT_FIELDS:
             return False
         return bool(super().lookup_allowed(lookup, value, request))
-
-    def to_field_allowed(self, request: HttpRequest, to_field: str) -> bool:
-        # Other pages' pickers (autocomplete) list conversations by their str(),
-        # the title; nothing in this admin picks a conversation.
-        return _can_read_chats() and bool(super().to_field_allowed(request, to_field))
-
-    def get_changelist_instance(self, request: HttpRequest) -> Any:
-        changelist = super().get_changelist_instance(request)
-        # Each row's checkbox is labelled with the row's str() (aria-label).
-        if not _can_read_chats():
-            for conversation in changelist.result_list:
-                _untitled(conversation)
-        return changelist
-
-    def get_object(
-        self, request: HttpRequest, object_id: str, from_field: str | None = None
-    ) -> Conversation | None:
-        # The change, delete and history pages name the object by str().
-        conversation = super().get_object(request, object_id, from_field)
-        if conversation is not None and not _can_read_chats():
-            _untitled(conversation)
-        return conversation
-
-    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
-        if not _can_read_chats():
-            objs = [_untitled(conversation) for conversation in objs]
-        return super().get_deleted_objects(objs, request)
-
-    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
-        # The log outlives the setting, and the admin's index lists it: never a title.
-        # A list, as Django's own delete page passes ([obj]); the stubs say QuerySet.
-        untitled = [_untitled(c) for c in queryset]
-        return super().log_deletions(request, untitled)  # type: ignore[arg-type]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         messages = (

@@ -44,6 +44,7 @@ HEADER = [
     "cost",
     "unpriced",
     "estimated",
+    "fallback_price",
     "outcome",
     "conversation_id",
 ]
@@ -264,6 +265,7 @@ def test_csv_has_a_header_row_and_every_value_of_the_record(
         "cost": f"{priced.cost:.6f}",
         "unpriced": "false",
         "estimated": "false",
+        "fallback_price": "false",
         "outcome": priced.outcome,
         "conversation_id": str(ledger.conversation.pk),
     }
@@ -541,3 +543,19 @@ def test_a_reader_that_stops_early_ends_the_export_quietly(alice: Any, fmt: str)
     assert first.startswith(b"id,time," if fmt == "csv" else b'{"id":')
     assert stderr.decode() == ""  # no traceback, nothing "ignored"
     assert proc.returncode == 128 + signal.SIGPIPE  # as a shell reports `cat` stopped so
+
+
+@pytest.mark.django_db
+def test_a_call_priced_at_a_fallback_is_flagged(alice: Any) -> None:
+    UsageRecord.objects.create(
+        user=alice,
+        user_email=alice.email,
+        provider="openai",
+        model="o1-pro",
+        key_source="server",
+        cost=Decimal("0.5"),
+        fallback_price=True,
+        outcome="complete",
+    )
+    assert [r["fallback_price"] for r in csv_rows()] == ["true"]  # (COPY on PostgreSQL)
+    assert [r["fallback_price"] for r in jsonl_rows()] == [True]

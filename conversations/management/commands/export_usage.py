@@ -53,6 +53,7 @@ COLUMNS = (
     "cost",
     "unpriced",
     "estimated",
+    "fallback_price",
     "outcome",
     "conversation_id",
 )
@@ -115,7 +116,9 @@ def as_record(values: tuple[Any, ...]) -> dict[str, Any]:
     return record
 
 
-_TIME, _COST, _UNPRICED, _ESTIMATED = map(COLUMNS.index, ("time", "cost", "unpriced", "estimated"))
+_TIME, _COST = map(COLUMNS.index, ("time", "cost"))
+_BOOLEAN_COLUMNS = ("unpriced", "estimated", "fallback_price")
+_BOOLEANS = tuple(map(COLUMNS.index, _BOOLEAN_COLUMNS))
 # The columns holding text, some of it typed by users (emails, model names): in CSV
 # each goes through safe_cell, so that a spreadsheet does not run it as a formula.
 _TEXT_COLUMNS = ("user_email", "provider", "model", "key_source", "outcome")
@@ -129,8 +132,8 @@ def csv_cells(values: tuple[Any, ...]) -> list[Any]:
         cells[i] = safe_cell(cells[i])
     cells[_TIME] = iso_utc(cells[_TIME])
     cells[_COST] = cost_text(cells[_COST])
-    cells[_UNPRICED] = "true" if cells[_UNPRICED] else "false"
-    cells[_ESTIMATED] = "true" if cells[_ESTIMATED] else "false"
+    for i in _BOOLEANS:
+        cells[i] = "true" if cells[i] else "false"
     return cells
 
 
@@ -167,8 +170,7 @@ _COPY_SQL = {
         "CASE WHEN to_char(%(t)s AT TIME ZONE 'UTC', 'US') = '000000' THEN '' "
         "ELSE '.' || to_char(%(t)s AT TIME ZONE 'UTC', 'US') END || 'Z'"
     ),
-    "unpriced": "CASE WHEN %(t)s THEN 'true' ELSE 'false' END",
-    "estimated": "CASE WHEN %(t)s THEN 'true' ELSE 'false' END",
+    **dict.fromkeys(_BOOLEAN_COLUMNS, "CASE WHEN %(t)s THEN 'true' ELSE 'false' END"),
 }
 
 
