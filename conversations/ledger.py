@@ -19,11 +19,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
 
 from conversations.models import Conversation, KeySource, Message, Status, UsageRecord
 from llmchat import metrics
 from pricing.calculator import calculate_cost
-from providers.base import ChatRequest, Usage
+from providers.base import ChatRequest, ProviderError, Usage
 
 if TYPE_CHECKING:
     from pricing.models import ModelPrice
@@ -80,17 +81,18 @@ class Settled:
 def settle_usage(
     request: ChatRequest,
     text: str,
-    status: str,
     usage: Usage | None,
     final: bool,
     price: ModelPrice | None,
+    error: ProviderError | None,
 ) -> Settled:
-    """What a finished call is recorded as: the provider's final usage, or what
-    it reported so far completed with an estimate (flagged)."""
+    """What a finished call is recorded as: the provider's final usage; nothing,
+    if the provider turned it away before running the model; else what it
+    reported so far, completed with an estimate (flagged) — a call that failed
+    or died without a word may still have been billed its input."""
     if usage is not None and final:
         return Settled.at(usage, price, estimated=False)
-    if usage is None and status == Status.ERROR and not text:
-        # Refused before anything was generated: nothing billed.
+    if usage is None and not text and error is not None and error.refused:
         return Settled.at(Usage(), price, estimated=False)
     so_far = usage or Usage()
     return Settled.at(
@@ -132,12 +134,19 @@ def open_call(
     )
 
 
-def settle(*, reply: Message, conversation: Conversation, fields: dict[str, Any]) -> bool:
-    """The call's row, settled with `fields` (Settled.ledger_fields), if it was
-    not settled already: whether this call settled it. (A row missing
-    altogether, of a turn opened before rows were, is written.)"""
-    open_row = UsageRecord.objects.filter(reply_id=reply.pk, outcome=Status.GENERATING)
-    if open_row.update(**fields):
+def lock(reply: Message) -> None:
+    """Lock the call's row for the rest of the transaction, before its reply's:
+    the order a deletion takes them in (Django's collector nulls the ledger's
+    links before it deletes the messages), so the two never deadlock."""
+    list(UsageRecord.objects.select_for_update().filter(reply_id=reply.pk).values_list("pk"))
+
+
+def settle(*, reply: Message, conversation: Conversation, settled: Settled, outcome: str) -> bool:
+    """The call's row, settled at how it ended, if it was not settled already:
+    whether this call settled it. (A row missing altogether, of a turn opened
+    before rows were, is written.)"""
+    fields = settled.ledger_fields(outcome)
+    if UsageRecord.objects.filter(reply_id=reply.pk, outcome=Status.GENERATING).update(**fields):
         return True
     if UsageRecord.objects.filter(reply_id=reply.pk).exists():
         return False
@@ -156,7 +165,12 @@ def settle(*, reply: Message, conversation: Conversation, fields: dict[str, Any]
         created=reply.created,
         **fields,
     )
-    return bool(UsageRecord.objects.bulk_create([row], ignore_conflicts=True))
+    try:
+        with transaction.atomic():
+            row.save(force_insert=True)
+    except IntegrityError:  # written meanwhile by another finish: reply_id is unique
+        return False
+    return True
 
 
 def close_abandoned(cutoff: datetime) -> int:

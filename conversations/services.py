@@ -2,10 +2,11 @@
 pricing -> save), renaming, deleting, and the sweeper for replies whose process died.
 
 A turn has two halves around the provider call, because the reply streams from an
-async view in between: `chat_start` validates, takes the conversation, and saves the
-user's message (and an assistant message marked "generating") *before* the
-provider is called; `chat_finish` saves the reply — complete, partial, stopped or
-failed — with its usage and cost, and writes the ledger row.
+async view in between: `chat_start` validates, takes the conversation, saves the
+user's message (and an assistant message marked "generating") and opens the call's
+ledger row *before* the provider is called; `chat_finish` saves the reply —
+complete, partial, stopped or failed — with its usage and cost, and settles the
+ledger row (conversations.ledger).
 """
 
 from __future__ import annotations
@@ -611,7 +612,7 @@ def chat_finish(
     value) is saved again, closed as failed, with its ledger row."""
     assistant = turn.assistant_message
     if provider_called:
-        settled = ledger.settle_usage(turn.request, text, status, usage, usage_final, turn.price)
+        settled = ledger.settle_usage(turn.request, text, usage, usage_final, turn.price, error)
     else:
         settled = ledger.Settled.at(Usage(), turn.price, estimated=False)
     reply: dict[str, Any] = {
@@ -628,15 +629,13 @@ def chat_finish(
     try:
         saved, recorded = _save_reply(turn, reply, settled)
     except Exception:
-        # Whatever the database refused, the call is recorded and the turn ends;
-        # without the price row too, in case it was deleted since the turn began.
+        # Whatever the database refused, the call is recorded and the turn ends.
         logger.exception("saving a reply failed: it is closed as failed")
         _drop_broken_connections()
         reply.update(
             content=clean_text(text),  # (the stream's own cleaning, should it have been bypassed)
             html="",
             status=Status.ERROR,
-            price=None,
             error_code=SAVE_FAILED,
             error_message="The reply could not be saved in full.",
         )
@@ -675,17 +674,26 @@ class _Saved(Enum):
 
 
 def _save_reply(turn: Turn, reply: dict[str, Any], settled: ledger.Settled) -> tuple[_Saved, bool]:
-    """The reply saved if it is still generating, its ledger row settled, and the
-    conversation freed — only by the turn that saved its reply (a stream the
-    sweeper already closed must not unlock a newer turn). Also whether this call
-    settled the ledger row."""
+    """The reply saved if it is still generating, its call settled in the ledger,
+    and the conversation freed — only by the turn that saved its reply (a stream
+    the sweeper already closed must not unlock a newer turn). Also whether this
+    call settled the ledger row."""
     assistant = turn.assistant_message
-    fields = {**settled.ledger_fields(reply["status"]), "price": reply["price"]}
     conversation = Conversation.objects.filter(pk=turn.conversation.pk)
     free: dict[str, Any] = {"busy_until": None, "updated": timezone.now()}
+
+    def record() -> bool:
+        return ledger.settle(
+            reply=assistant,
+            conversation=turn.conversation,
+            settled=settled,
+            outcome=reply["status"],
+        )
+
     with transaction.atomic():
+        ledger.lock(assistant)
         if Message.objects.filter(pk=assistant.pk, status=Status.GENERATING).update(**reply):
-            recorded = ledger.settle(reply=assistant, conversation=turn.conversation, fields=fields)
+            recorded = record()
             conversation.update(**free)
             return _Saved.NOW, recorded
     if Message.objects.filter(pk=assistant.pk).exists():
@@ -693,7 +701,7 @@ def _save_reply(turn: Turn, reply: dict[str, Any], settled: ledger.Settled) -> t
     # Deleted while it streamed (with its conversation or its account, or alone):
     # the call was made and is billed all the same.
     with transaction.atomic():
-        recorded = ledger.settle(reply=assistant, conversation=turn.conversation, fields=fields)
+        recorded = record()
         conversation.update(**free)  # (still there if only the reply was deleted)
     return _Saved.GONE, recorded
 

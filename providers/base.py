@@ -185,6 +185,12 @@ class ProviderError(Exception):
     def retryable(self) -> bool:
         return self.code in RETRYABLE
 
+    @property
+    def refused(self) -> bool:
+        """Whether the call was turned away before the provider ran the model (an
+        error status, or our own URL guard): nothing of it is billed."""
+        return self.status is not None or self.code == "unsafe_url"
+
     def __repr__(self) -> str:
         return f"ProviderError({self.code!r}, status={self.status!r})"
 

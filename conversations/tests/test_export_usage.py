@@ -559,3 +559,22 @@ def test_a_call_priced_at_a_fallback_is_flagged(alice: Any) -> None:
     )
     assert [r["fallback_price"] for r in csv_rows()] == ["true"]  # (COPY on PostgreSQL)
     assert [r["fallback_price"] for r in jsonl_rows()] == [True]
+
+
+@pytest.mark.django_db
+def test_calls_still_in_flight_are_left_out_and_said_so(alice: Any) -> None:
+    for outcome in ("complete", "generating"):
+        UsageRecord.objects.create(
+            user=alice,
+            user_email=alice.email,
+            provider="openai",
+            model="gpt-4o",
+            key_source="user",
+            cost=Decimal("0.1"),
+            estimated=outcome == "generating",
+            outcome=outcome,
+        )
+    text, err = export()
+    assert [r["outcome"] for r in csv.DictReader(StringIO(text))] == ["complete"]
+    assert "1 call(s) in this range are still in flight and are left out" in err
+    assert [r["outcome"] for r in jsonl_rows()] == ["complete"]

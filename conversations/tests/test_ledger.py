@@ -17,7 +17,7 @@ from conversations.models import Conversation, Message, UsageRecord
 from conversations.tests.helpers import chat, start
 from conversations.tests.test_disconnect import session_for
 from providers import services as key_services
-from providers.base import MAX_TOKENS, Usage
+from providers.base import MAX_TOKENS, ProviderError, Usage
 
 BODY = {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Go on"}
 
@@ -188,11 +188,11 @@ def fail_saves(monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
     real = services._save_reply
     calls: list[str] = []
 
-    def save(turn: services.Turn, reply: dict[str, Any], settled: Any) -> Any:
+    def save(turn: services.Turn, reply: dict[str, Any], settled: Any, **kwargs: Any) -> Any:
         calls.append(reply["status"])
         if len(calls) <= times:
             raise DataError("value out of range")
-        return real(turn, reply, settled)
+        return real(turn, reply, settled, **kwargs)
 
     monkeypatch.setattr(services, "_save_reply", save)
     return calls
@@ -340,3 +340,96 @@ def test_a_price_a_call_used_cannot_be_deleted(client: Client, staff: Any, keyed
     assert page.status_code == 200  # the admin's "cannot delete" page
     assert "Cannot delete model price" in page.content.decode()
     assert ModelPrice.objects.filter(pk=price.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_during_a_finish_waits_for_it_instead_of_deadlocking(
+    keyed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from django.db import connections
+
+    from conversations import ledger
+
+    turn = start(keyed, message="x" * 400)
+    saving = threading.Event()
+    real = ledger.settle
+    deleted: list[str] = []
+
+    def slow_settle(**kwargs: Any) -> bool:
+        saving.set()  # the finish holds its rows now
+        time.sleep(0.5)  # long enough for the delete to come and wait
+        return real(**kwargs)
+
+    monkeypatch.setattr(ledger, "settle", slow_settle)
+
+    def delete() -> None:
+        saving.wait()
+        try:
+            services.conversation_delete(user=keyed, pk=turn.conversation.pk)
+            deleted.append("ok")
+        except Exception as exc:  # a deadlock, say: the API would answer 500
+            deleted.append(repr(exc))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=delete)
+    thread.start()
+    finish(turn)
+    thread.join()
+    assert deleted == ["ok"]
+    assert UsageRecord.objects.get().outcome == "complete"
+    assert not Conversation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_call_that_died_before_its_first_word_keeps_its_input(
+    keyed: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    # Its worker died while the model was still thinking: the input was sent.
+    turn = start(keyed, message="x" * 4000)
+    assert sweep_later(monkeypatch, settings) == 1
+    row = UsageRecord.objects.get()
+    assert (row.outcome, row.input_tokens, row.estimated) == ("error", 1000, True)
+    assert row.cost == Decimal("0.002500")
+    assert Message.objects.get(pk=turn.assistant_message.pk).usage_estimated
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("error", "billed"),
+    [
+        (ProviderError("timeout"), True),  # no first token in time: it was thinking
+        (ProviderError("unavailable"), True),  # cut off without a word
+        (ProviderError("overloaded", status=529), False),  # turned away: nothing ran
+        (ProviderError("bad_request", status=400), False),
+        (ProviderError("unsafe_url"), False),  # never left the server
+    ],
+)
+def test_a_failed_call_without_text_is_billed_unless_it_was_turned_away(
+    keyed: Any, error: ProviderError, billed: bool
+) -> None:
+    message = finish(
+        start(keyed, message="x" * 4000),
+        text="",
+        status="error",
+        usage=None,
+        usage_final=False,
+        error=error,
+    )
+    assert (message.input_tokens, message.usage_estimated) == (
+        (1000, True) if billed else (0, False)
+    )
+    row = UsageRecord.objects.get()
+    assert row.cost == (Decimal("0.002500") if billed else Decimal(0))
+
+
+@pytest.mark.django_db
+def test_a_call_in_flight_counts_against_the_budget(keyed: Any, settings: Any) -> None:
+    settings.DEFAULT_MONTHLY_BUDGET = "0.002"
+    start(keyed, message="x" * 4000)  # sends about $0.0025 of input; still streaming
+    with pytest.raises(services.ChatRefused) as refused:
+        start(keyed, message="And another thing")
+    assert refused.value.code == "budget_exceeded"

@@ -102,7 +102,9 @@ def map_google_error(exc: BaseException) -> ProviderError | None:
         if code >= 500:
             return ProviderError("unavailable", status=code)
         if code == 404:
-            return ProviderError("bad_request", "The provider does not know this model.")
+            return ProviderError(
+                "bad_request", "The provider does not know this model.", status=404
+            )
         return ProviderError("bad_request", status=code)
     return None
 

@@ -86,7 +86,9 @@ def map_openai_error(exc: BaseException) -> ProviderError | None:
         if status >= 500:
             return ProviderError("unavailable", status=status)
         if status == 404:
-            return ProviderError("bad_request", "The provider does not know this model.")
+            return ProviderError(
+                "bad_request", "The provider does not know this model.", status=404
+            )
         return ProviderError("bad_request", status=status)
     if isinstance(exc, openai.APIError):
         # An error inside a stream that had started (no HTTP status).

@@ -32,7 +32,7 @@ from django.db import connection
 from django.db.models import Field
 
 from accounts.models import User
-from conversations.models import UsageRecord, UsageRecordQuerySet
+from conversations.models import Status, UsageRecord, UsageRecordQuerySet
 from llmchat.csvcells import safe_cell, safe_cell_sql
 from providers.registry import PROVIDER_NAMES
 
@@ -224,6 +224,15 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         records = self._queryset(opts)
+        # A call still in flight has only its opening estimate: exported later, once
+        # it ended, with what it cost (its row keeps the time it started).
+        in_flight = records.filter(outcome=Status.GENERATING)
+        if in_flight.exists():
+            self.stderr.write(
+                f"{in_flight.count():,} call(s) in this range are still in flight and are "
+                "left out; export the range again once they have ended."
+            )
+            records = records.exclude(outcome=Status.GENERATING)
         output: str | None = opts["output"]
         write: Callable[[_Writable, Callable[[], None]], None]
         rows = None
