@@ -142,7 +142,7 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Any:
 @pytest.fixture(scope="session")
 def mock_server() -> Any:
     """The mock provider server (every vendor's wire protocol) on a loopback port."""
-    from providers.mockserver import MockProviderThread
+    from devtools.mockprovider import MockProviderThread
 
     server = MockProviderThread().start()
     yield server

@@ -5,7 +5,7 @@
     .venv/bin/python bench/chat_load.py --users 1000 --duration 30
     .venv/bin/python bench/chat_load.py --faults         # fault injection + database checks
 
-Starts, on free loopback ports, the mock provider (`manage.py mockprovider`) and the
+Starts, on free loopback ports, the mock provider (`python -m devtools.mockprovider`) and the
 app under production settings (`gunicorn llmchat.asgi:application`, which reads
 gunicorn.conf.py; WEB_CONCURRENCY workers, default 2), against PostgreSQL
 (--database-url, default postgres://postgres@127.0.0.1:5432/llmchat_bench, created
@@ -203,8 +203,8 @@ def start_mock(
 ) -> subprocess.Popen[bytes]:
     cmd = [
         PYTHON,
-        "manage.py",
-        "mockprovider",
+        "-m",
+        "devtools.mockprovider",
         "--port",
         str(port),
         "--ttft",

@@ -52,8 +52,8 @@ def main() -> None:
     mock = subprocess.Popen(  # noqa: S603 - our own command line
         [
             sys.executable,
-            "manage.py",
-            "mockprovider",
+            "-m",
+            "devtools.mockprovider",
             "--port",
             str(port),
             "--ttft",

@@ -50,5 +50,5 @@ def test_compose_runs_migrations_before_the_app_with_postgres_and_redis() -> Non
 
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
     ignored = (BASE_DIR / ".dockerignore").read_text().split()
-    for entry in (".env", ".venv", "var/", ".git"):
+    for entry in (".env", ".venv", "var/", ".git", "devtools/", "bench/"):
         assert entry in ignored

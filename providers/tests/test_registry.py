@@ -1,15 +1,10 @@
-import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
 
-from llmchat.tests.test_serving import free_port
 from llmchat.tests.test_settings import BASE_DIR
 from providers import registry
 
@@ -25,41 +20,6 @@ def test_operators_can_turn_the_demo_off(settings: Any) -> None:
     assert "demo" not in registry.enabled()
     with pytest.raises(registry.UnknownProvider):
         registry.get("demo")
-
-
-def test_the_mockprovider_command_refuses_unknown_faults() -> None:
-    with pytest.raises(CommandError, match="Unknown fault"):
-        call_command("mockprovider", "--fault-rate", "meteor=0.5")
-
-
-def test_the_mockprovider_command_serves() -> None:
-    port = free_port()
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"], "ENV_FILE": "", "DEBUG": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "mockprovider", "--port", str(port)],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer sk-x"}
-        )
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(request, timeout=2) as response:
-                    models = json.loads(response.read())
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("mockprovider did not start")
-        assert models["object"] == "list"
-        assert models["data"][0]["id"] == "gpt-mock"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_commands_start_without_importing_the_sdks() -> None:

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from providers.mockserver import MockProvider, _Exchange, token_due
+from devtools.mockprovider.server import MockProvider, _Exchange, token_due
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,7 @@ GEMINI_BASE_URL, or a user's compatible base URL): OpenAI Responses and Chat
 Completions, Anthropic Messages and Gemini generateContent, streaming and not, with
 exact usage in each vendor's own shape and each vendor's real error bodies.
 
-It is a plain ASGI app (no framework): `python manage.py mockprovider --port 9100`
+It is a plain ASGI app (no framework): `python -m devtools.mockprovider --port 9100`
 serves it with uvicorn; `MockProviderThread` runs it inside a test process.
 
 Knobs live in `MockConfig`, set directly (in-process) or with
