@@ -344,7 +344,7 @@ def setup_users_in_django(count: int, out: Path) -> None:
 
     from accounts.models import User
     from conversations.models import Conversation, UsageRecord
-    from providers import services
+    from providers import keys
 
     ours = rf"^load-[0-9]+{re.escape(DOMAIN)}$"
     users = list(User.objects.filter(email__regex=ours).order_by("id"))
@@ -363,7 +363,7 @@ def setup_users_in_django(count: int, out: Path) -> None:
     sessions = []
     for user in users:
         # Saved again every run: it is encrypted with this run's SECRET_KEY.
-        services.provider_key_save(user=user, provider="openai", key=f"sk-load-{user.pk:024d}")
+        keys.provider_key_save(user=user, provider="openai", key=f"sk-load-{user.pk:024d}")
         store = SessionStore()
         store[SESSION_KEY] = str(user.pk)
         store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"

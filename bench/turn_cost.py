@@ -225,7 +225,7 @@ def _setup() -> bytes:
 
     from accounts.models import User
     from conversations.models import Conversation
-    from providers import services
+    from providers import keys
 
     user = User.objects.filter(email=EMAIL).first() or User.objects.create_user(
         email=EMAIL, password=None
@@ -234,7 +234,7 @@ def _setup() -> bytes:
         user=user, email=EMAIL, defaults={"primary": True, "verified": True}
     )
     Conversation.objects.filter(user=user).delete()
-    services.provider_key_save(user=user, provider="openai", key="sk-turn-cost-00000000000000")
+    keys.provider_key_save(user=user, provider="openai", key="sk-turn-cost-00000000000000")
     client = Client()
     client.force_login(user)  # a session with the user signed in
     connection.close()

@@ -33,8 +33,7 @@ from llmchat.api import ApiError, api_view, error_response, id_field, read_json,
 from llmchat.handlers import close_connections
 from llmchat.logging import request_id_var
 from pricing.calculator import MICRO_DOLLAR
-from providers import registry, transport
-from providers import services as key_services
+from providers import keys, registry, transport
 from providers.base import Failure, Finish, ProviderError, TextDelta, UsageReport
 
 logger = logging.getLogger(__name__)
@@ -639,8 +638,8 @@ async def model_listing(request: HttpRequest, provider: str) -> JsonResponse:
     if provider not in registry.enabled():
         raise ApiError(404, "unknown_provider", "No such provider.")
     try:
-        listing = await key_services.models_listed(user=request.user, provider=provider)  # type: ignore[arg-type]
-    except key_services.KeyProblem as exc:
+        listing = await keys.models_listed(user=request.user, provider=provider)  # type: ignore[arg-type]
+    except keys.KeyProblem as exc:
         raise ApiError(400, exc.code, exc.message, provider=provider) from None
     except ProviderError as exc:
         raise ApiError(502, exc.code, exc.message, provider=provider) from None

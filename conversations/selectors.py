@@ -17,8 +17,8 @@ from conversations.models import Conversation, Message, UsageRecord
 from conversations.services import conversation_for_user
 from pricing.models import FALLBACK_MODEL, ModelPrice, prices_for
 from providers import registry
+from providers.keys import Listing
 from providers.models import ProviderKey
-from providers.services import Listing
 
 if TYPE_CHECKING:
     from accounts.models import User

@@ -43,7 +43,7 @@ from providers.base import (
     Usage,
     clean_text,
 )
-from providers.services import KeyProblem, credentials_for
+from providers.keys import KeyProblem, credentials_for
 
 if TYPE_CHECKING:
     from accounts.models import User

@@ -10,7 +10,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from llmchat.api import ApiError, api_view, read_json, string_field, validation_error
-from providers import registry, services
+from providers import keys, registry
 from providers.models import ProviderKey
 
 MAX_BODY = 16 * 1024
@@ -34,7 +34,7 @@ def _provider(name: str) -> str:
 
 @api_view(["GET"])
 def key_list(request: HttpRequest) -> JsonResponse:
-    records = services.ProviderKey.objects.for_user(request.user)  # type: ignore[arg-type]
+    records = keys.ProviderKey.objects.for_user(request.user)  # type: ignore[arg-type]
     return JsonResponse([key_json(r) for r in records], safe=False)
 
 
@@ -44,12 +44,12 @@ def key_list(request: HttpRequest) -> JsonResponse:
 def key_detail(request: HttpRequest, provider: str) -> JsonResponse:
     provider = _provider(provider)
     if request.method == "DELETE":
-        if not services.provider_key_delete(user=request.user, provider=provider):  # type: ignore[arg-type]
+        if not keys.provider_key_delete(user=request.user, provider=provider):  # type: ignore[arg-type]
             raise ApiError(404, "not_found", "No key is saved for this provider.")
         return JsonResponse({"deleted": True})
     data = read_json(request, max_bytes=MAX_BODY)
     try:
-        record = services.provider_key_save(
+        record = keys.provider_key_save(
             user=request.user,  # type: ignore[arg-type]
             provider=provider,
             key=string_field(data, "key"),
@@ -69,7 +69,7 @@ async def key_test(request: HttpRequest, provider: str) -> JsonResponse:
     data = await sync_to_async(read_json)(request, max_bytes=MAX_BODY)
     key = string_field(data, "key", required=False) or None
     try:
-        result = await services.provider_key_test(
+        result = await keys.provider_key_test(
             user=request.user,  # type: ignore[arg-type]
             provider=provider,
             key=key,

@@ -15,7 +15,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from providers import registry, services
+from providers import registry
+from providers.keys import provider_key_delete, provider_key_save, provider_key_test
 from providers.models import ProviderKey
 
 
@@ -55,7 +56,7 @@ def keys(request: HttpRequest) -> HttpResponse:
 def key_save(request: HttpRequest, provider: str) -> HttpResponse:
     provider = _provider(provider)
     try:
-        record = services.provider_key_save(
+        record = provider_key_save(
             user=request.user,  # type: ignore[arg-type]
             provider=provider,
             key=request.POST.get("key", ""),
@@ -73,7 +74,7 @@ def key_save(request: HttpRequest, provider: str) -> HttpResponse:
 @login_required
 def key_delete(request: HttpRequest, provider: str) -> HttpResponse:
     provider = _provider(provider)
-    if services.provider_key_delete(user=request.user, provider=provider):  # type: ignore[arg-type]
+    if provider_key_delete(user=request.user, provider=provider):  # type: ignore[arg-type]
         messages.success(request, "Key deleted.")
     return redirect("providers:keys")
 
@@ -83,7 +84,7 @@ def key_delete(request: HttpRequest, provider: str) -> HttpResponse:
 async def key_test(request: HttpRequest, provider: str) -> HttpResponse:
     provider = _provider(provider)
     user = await request.auser()
-    result = await services.provider_key_test(user=user, provider=provider)  # type: ignore[arg-type]
+    result = await provider_key_test(user=user, provider=provider)  # type: ignore[arg-type]
     label = registry.get(provider).label
     if result.valid:
         await sync_to_async(messages.success)(request, f"Your {label} key works.")

@@ -15,7 +15,7 @@ from accounts.budgets import month_bounds
 from accounts.models import User
 from conftest import make_user
 from conversations.models import UsageRecord
-from providers.services import provider_key_save
+from providers.keys import provider_key_save
 
 USERS = "/admin/accounts/user/"
 PLAINTEXT_KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789WXYZ"

@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from conversations.models import Conversation, Message, UsageRecord
-from providers import services as key_services
+from providers import keys
 
 
 def make_conversation(
@@ -193,7 +193,7 @@ def test_models_list_prices_and_availability(
         "context_window",
         "available",
     }
-    key_services.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
+    keys.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
     models = {(m["provider"], m["model"]): m for m in client.get("/api/models").json()}
     assert models[("openai", "gpt-4o")]["available"] is True
     settings.ANTHROPIC_API_KEY = "sk-ant-server-0000000000000"

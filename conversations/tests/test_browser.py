@@ -170,11 +170,11 @@ def test_a_missing_key_is_a_banner_with_a_link_and_nothing_is_lost(
 def test_the_picker_shows_what_the_provider_lists_beyond_the_price_table(
     asgi_page: Any, mock_provider: Any, prices: None, settings: Any
 ) -> None:
-    from providers import services as key_services
+    from providers import keys
 
     settings.ANTHROPIC_API_KEY = "sk-ant-server-key-for-the-picker-000"
     user = make_user("kim@example.com")
-    key_services.provider_key_save(user=user, provider="openai", key=KEY)
+    keys.provider_key_save(user=user, provider="openai", key=KEY)
     page = asgi_page
     sign_in(page, user)
     # The user's own OpenAI key, no budget: an unpriced model may be used.

@@ -12,7 +12,7 @@ from django.utils import timezone
 from conversations import api, services
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.tests.helpers import chat, names, parse_sse
-from providers import services as key_services
+from providers import keys
 
 pytestmark = [pytest.mark.anyio, pytest.mark.django_db(transaction=True)]
 
@@ -27,7 +27,7 @@ async def signed_in(async_client: Any, alice: Any) -> Any:
 
 @pytest.fixture
 def openai_key(alice: Any, mock_provider: Any) -> None:
-    key_services.provider_key_save(user=alice, provider="openai", key=OPENAI_KEY)
+    keys.provider_key_save(user=alice, provider="openai", key=OPENAI_KEY)
 
 
 async def test_the_demo_streams_a_reply_with_tokens_and_cost(signed_in: Any, settings: Any) -> None:
@@ -279,7 +279,7 @@ async def test_the_users_message_is_saved_before_the_provider_is_called(
 async def test_a_provider_error_before_any_token(
     signed_in: Any, alice: Any, mock_provider: Any
 ) -> None:
-    await sync_to_async(key_services.provider_key_save)(
+    await sync_to_async(keys.provider_key_save)(
         user=alice, provider="openai", key="sk-invalid-000000000000"
     )
     _, events = await chat(signed_in, provider="openai", model="gpt-4o")

@@ -15,7 +15,7 @@ from django.utils import timezone
 from conversations import services
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.tests.helpers import start
-from providers import services as key_services
+from providers import keys
 from providers.base import Usage
 from providers.models import ProviderKey
 
@@ -26,7 +26,7 @@ _TRANSACTION = {"BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK"}
 
 @pytest.fixture
 def keyed(alice: Any, prices: None) -> Any:
-    key_services.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
+    keys.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
     # Used a moment ago: its last_used is not written again on this turn.
     ProviderKey.objects.filter(user=alice).update(last_used=timezone.now())
     return alice

@@ -14,7 +14,7 @@ from django.test import Client
 
 from conversations.models import Message, UsageRecord
 from llmchat.tests.asgi import receive_then_leave
-from providers import services as key_services
+from providers import keys
 
 
 def session_for(user: Any, base_url: str) -> httpx2.Client:
@@ -41,9 +41,7 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> None:
 def test_stop_keeps_the_partial_reply_and_closes_the_upstream_call(
     asgi_live_server: Any, alice: Any, mock_provider: Any, prices: None
 ) -> None:
-    key_services.provider_key_save(
-        user=alice, provider="openai", key="sk-test-key-0000000000000000"
-    )
+    keys.provider_key_save(user=alice, provider="openai", key="sk-test-key-0000000000000000")
     mock_provider.configure(reply_tokens=400, tokens_per_second=40)
     http = session_for(alice, asgi_live_server.url)
     body = {
@@ -94,9 +92,7 @@ def test_a_long_reply_is_saved_while_it_streams(
     # If the process died now, the sweeper would keep what was saved: the text so
     # far is written to the reply's row every CHECKPOINT_SECONDS while it streams.
     monkeypatch.setattr("conversations.api.CHECKPOINT_SECONDS", 0.2)
-    key_services.provider_key_save(
-        user=alice, provider="openai", key="sk-test-key-0000000000000000"
-    )
+    keys.provider_key_save(user=alice, provider="openai", key="sk-test-key-0000000000000000")
     mock_provider.configure(reply_tokens=400, tokens_per_second=40)
     http = session_for(alice, asgi_live_server.url)
     body = {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Go on"}
@@ -238,7 +234,7 @@ async def test_a_client_gone_while_the_turn_was_being_started_releases_it(
     from conversations import services
     from llmchat.handlers import ASGIHandler
 
-    await sync_to_async(key_services.provider_key_save)(
+    await sync_to_async(keys.provider_key_save)(
         user=alice, provider="openai", key="sk-test-key-0000000000000000"
     )
     started = asyncio.Event()
@@ -285,7 +281,7 @@ async def _leave_while(alice: Any, sending: Callable[[Mapping[str, Any]], bool])
 
     from llmchat.handlers import ASGIHandler
 
-    await sync_to_async(key_services.provider_key_save)(
+    await sync_to_async(keys.provider_key_save)(
         user=alice, provider="openai", key="sk-test-key-0000000000000000"
     )
     scope, body = await sync_to_async(_chat_scope)(alice)
@@ -363,7 +359,7 @@ async def test_a_reply_is_saved_when_the_request_is_cancelled_while_it_is_being_
     from providers.base import ChatStream
 
     mock_provider.configure(reply_tokens=400, tokens_per_second=40)
-    await sync_to_async(key_services.provider_key_save)(
+    await sync_to_async(keys.provider_key_save)(
         user=alice, provider="openai", key="sk-test-key-0000000000000000"
     )
     scope, body = await sync_to_async(_chat_scope)(alice)

@@ -21,7 +21,7 @@ from django.test import Client
 
 from accounts.models import User
 from conversations.models import Message, Status, UsageRecord
-from providers import services as key_services
+from providers import keys
 
 USERS = 6
 TURNS = 6
@@ -131,7 +131,7 @@ def test_faults_under_concurrent_load_leave_consistent_records(
     for n in range(USERS):
         user = User.objects.create_user(email=f"load{n}@example.com", password=None)
         EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=True)
-        key_services.provider_key_save(user=user, provider="openai", key=f"sk-test-{n:020d}")
+        keys.provider_key_save(user=user, provider="openai", key=f"sk-test-{n:020d}")
         browsers.append(signed_in(user, asgi_live_server.url))
 
     async def everyone() -> list[list[Turn]]:

@@ -16,7 +16,7 @@ from conversations import services
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.tests.helpers import chat, start
 from conversations.tests.test_disconnect import session_for
-from providers import services as key_services
+from providers import keys
 from providers.base import MAX_TOKENS, ProviderError, Usage
 
 BODY = {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Go on"}
@@ -106,7 +106,7 @@ def test_the_admins_delete_while_a_reply_streams_keeps_the_call_in_the_ledger(
 
 @pytest.fixture
 def keyed(alice: Any, prices: None) -> Any:
-    key_services.provider_key_save(user=alice, provider="openai", key="sk-own-00000000000000000")
+    keys.provider_key_save(user=alice, provider="openai", key="sk-own-00000000000000000")
     return alice
 
 

@@ -12,7 +12,7 @@ from accounts import budgets
 from conversations import services
 from conversations.models import UsageRecord
 from conversations.tests.helpers import start
-from providers import services as key_services
+from providers import keys
 from providers.base import Usage
 
 
@@ -44,7 +44,7 @@ def finish(turn: services.Turn, output_tokens: int = 100_000) -> None:
 
 @pytest.fixture
 def keyed(alice: Any, prices: None) -> Any:
-    key_services.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
+    keys.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
     return alice
 
 
@@ -94,7 +94,7 @@ def test_the_server_key_allowance_is_separate(alice: Any, prices: None, settings
     assert exc.value.code == "server_budget_exceeded"
     assert "add your own key" in exc.value.message
     # With a key of their own the user goes on.
-    key_services.provider_key_save(user=alice, provider="openai", key="sk-own-00000000000000000")
+    keys.provider_key_save(user=alice, provider="openai", key="sk-own-00000000000000000")
     start(alice)
 
 

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from pricing.models import ModelPrice
-from providers import services as key_services
+from providers import keys
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +30,7 @@ def listed(client: Client, path: str = LISTED) -> dict[str, dict[str, Any]]:
 def test_a_users_own_key_without_a_budget_may_use_what_is_unpriced(
     signed_in: Client, alice: Any
 ) -> None:
-    key_services.provider_key_save(user=alice, provider="openai", key="sk-own-00000000000000000")
+    keys.provider_key_save(user=alice, provider="openai", key="sk-own-00000000000000000")
     models = listed(signed_in)
     assert set(models) == {"gpt-mock", "gpt-mock-mini"}
     assert models["gpt-mock"] == {
@@ -73,11 +73,11 @@ def test_a_fallback_price_makes_the_unpriced_usable_at_that_price(
 def test_the_listing_is_kept_for_the_key_and_asked_again_for_a_new_one(
     signed_in: Client, alice: Any, mock_provider: Any
 ) -> None:
-    key_services.provider_key_save(user=alice, provider="openai", key="sk-own-00000000000000000")
+    keys.provider_key_save(user=alice, provider="openai", key="sk-own-00000000000000000")
     listed(signed_in)
     listed(signed_in)
     assert len(mock_provider.requests) == 1
-    key_services.provider_key_save(user=alice, provider="openai", key="sk-new-00000000000000000")
+    keys.provider_key_save(user=alice, provider="openai", key="sk-new-00000000000000000")
     listed(signed_in)
     assert len(mock_provider.requests) == 2
 
@@ -94,7 +94,7 @@ def test_what_cannot_be_listed_is_a_json_error(
     signed_in: Client, alice: Any, key: str | None, path: str, status: int, code: str
 ) -> None:
     if key:
-        key_services.provider_key_save(user=alice, provider="openai", key=key)
+        keys.provider_key_save(user=alice, provider="openai", key=key)
     response = signed_in.get(path)
     assert response.status_code == status
     assert response.json()["error"]["code"] == code

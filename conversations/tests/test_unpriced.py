@@ -14,7 +14,7 @@ from conversations.models import Message, UsageRecord
 from conversations.tests.helpers import start
 from llmchat.settings import _fallback_prices
 from pricing.models import ModelPrice, price_for
-from providers import services as key_services
+from providers import keys
 from providers.base import Usage
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,7 @@ def server_key(settings: Any) -> None:
 
 @pytest.fixture
 def own_key(alice: Any) -> Any:
-    key_services.provider_key_save(user=alice, provider="openai", key="sk-own-00000000000000000")
+    keys.provider_key_save(user=alice, provider="openai", key="sk-own-00000000000000000")
     return alice
 
 

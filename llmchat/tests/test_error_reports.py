@@ -11,8 +11,7 @@ from django.test import Client
 from django.views.debug import ExceptionReporter
 
 import llmchat.api
-from providers import registry
-from providers import services as key_services
+from providers import keys, registry
 
 SECRET = "sk-test-DO-NOT-SHOW-0123456789abcdef"
 
@@ -60,7 +59,7 @@ def test_saving_a_key_that_fails_downstream_reports_no_key(
     debug: bool,
 ) -> None:
     settings.DEBUG = debug
-    monkeypatch.setattr(key_services, "mask", explode)  # called with the key
+    monkeypatch.setattr(keys, "mask", explode)  # called with the key
     with caplog.at_level(logging.ERROR, logger="django.request"):
         response = put_key(client)
     assert response.status_code == 500
@@ -115,7 +114,7 @@ def test_the_debug_page_of_the_keys_form_shows_no_key(
     client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.DEBUG = True
-    monkeypatch.setattr(key_services, "mask", explode)
+    monkeypatch.setattr(keys, "mask", explode)
     response = client.post("/keys/openai/", {"key": SECRET})
     assert response.status_code == 500
     page = response.content.decode()

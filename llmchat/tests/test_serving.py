@@ -162,9 +162,9 @@ def test_a_streamed_response_gives_its_database_connection_back_when_the_view_re
 
     from llmchat.handlers import ASGIHandler
     from llmchat.tests.asgi import session_key
-    from providers import services as key_services
+    from providers import keys
 
-    key_services.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
+    keys.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
     request = RequestFactory().post(
         "/api/chat",
         json.dumps(

@@ -3,14 +3,14 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from providers import services
+from providers import keys
 
 KEY = "sk-proj-Abc123Def456Ghi789Jkl012Mno345Pqr678abcd"
 
 
 @pytest.mark.django_db
 def test_staff_see_keys_masked_never_in_plaintext(client: Client, staff: Any, alice: Any) -> None:
-    record = services.provider_key_save(user=alice, provider="openai", key=KEY)
+    record = keys.provider_key_save(user=alice, provider="openai", key=KEY)
     client.force_login(staff)
     listing = client.get("/admin/providers/providerkey/")
     assert listing.status_code == 200
@@ -28,7 +28,7 @@ def test_staff_see_keys_masked_never_in_plaintext(client: Client, staff: Any, al
 
 @pytest.mark.django_db
 def test_staff_cannot_add_or_edit_keys(client: Client, staff: Any, alice: Any) -> None:
-    record = services.provider_key_save(user=alice, provider="openai", key=KEY)
+    record = keys.provider_key_save(user=alice, provider="openai", key=KEY)
     client.force_login(staff)
     assert client.get("/admin/providers/providerkey/add/").status_code == 403
     client.post(

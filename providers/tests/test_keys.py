@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from providers import services
+from providers import keys
 from providers.base import Credentials
 from providers.fields import UnreadableSecret
 from providers.models import ProviderKey, mask
@@ -43,7 +43,7 @@ def test_masking(secret: str, masked: str) -> None:
 
 @pytest.mark.django_db
 def test_keys_are_encrypted_at_rest(alice: Any) -> None:
-    record = services.provider_key_save(user=alice, provider="openai", key=KEY)
+    record = keys.provider_key_save(user=alice, provider="openai", key=KEY)
     with connection.cursor() as cursor:
         cursor.execute("SELECT key, masked FROM providers_providerkey WHERE id = %s", [record.pk])
         stored, masked = cursor.fetchone()
@@ -55,16 +55,16 @@ def test_keys_are_encrypted_at_rest(alice: Any) -> None:
 
 @pytest.mark.django_db
 def test_one_key_per_user_and_provider(alice: Any) -> None:
-    services.provider_key_save(user=alice, provider="openai", key=KEY)
-    services.provider_key_save(user=alice, provider="openai", key="sk-second-key-000000000000zzzz")
+    keys.provider_key_save(user=alice, provider="openai", key=KEY)
+    keys.provider_key_save(user=alice, provider="openai", key="sk-second-key-000000000000zzzz")
     assert ProviderKey.objects.filter(user=alice).count() == 1
     assert ProviderKey.objects.get(user=alice).key == "sk-second-key-000000000000zzzz"
 
 
 @pytest.mark.django_db
 def test_resubmitting_the_masked_value_leaves_the_key_unchanged(alice: Any) -> None:
-    record = services.provider_key_save(user=alice, provider="openai", key=KEY)
-    services.provider_key_save(user=alice, provider="openai", key=record.masked)
+    record = keys.provider_key_save(user=alice, provider="openai", key=KEY)
+    keys.provider_key_save(user=alice, provider="openai", key=record.masked)
     assert ProviderKey.objects.get(pk=record.pk).key == KEY
 
 
@@ -81,7 +81,7 @@ def test_resubmitting_the_masked_value_leaves_the_key_unchanged(alice: Any) -> N
 )
 def test_bad_keys_are_refused(alice: Any, key: str, code: str) -> None:
     with pytest.raises(ValidationError) as exc:
-        services.provider_key_save(user=alice, provider="openai", key=key)
+        keys.provider_key_save(user=alice, provider="openai", key=key)
     assert exc.value.error_dict["key"][0].code == code
     assert not ProviderKey.objects.exists()
 
@@ -89,11 +89,11 @@ def test_bad_keys_are_refused(alice: Any, key: str, code: str) -> None:
 @pytest.mark.django_db
 def test_unknown_providers_and_stray_base_urls_are_refused(alice: Any) -> None:
     with pytest.raises(ValidationError):
-        services.provider_key_save(user=alice, provider="demo", key=KEY)
+        keys.provider_key_save(user=alice, provider="demo", key=KEY)
     with pytest.raises(ValidationError):
-        services.provider_key_save(user=alice, provider="nope", key=KEY)
+        keys.provider_key_save(user=alice, provider="nope", key=KEY)
     with pytest.raises(ValidationError) as exc:
-        services.provider_key_save(
+        keys.provider_key_save(
             user=alice, provider="openai", key=KEY, base_url="https://example.com/v1"
         )
     assert "base_url" in exc.value.error_dict
@@ -102,7 +102,7 @@ def test_unknown_providers_and_stray_base_urls_are_refused(alice: Any) -> None:
 @pytest.mark.django_db
 def test_the_compatible_provider_needs_a_safe_base_url(alice: Any, mock_provider: Any) -> None:
     with pytest.raises(ValidationError) as exc:
-        services.provider_key_save(user=alice, provider="compatible", key=KEY)
+        keys.provider_key_save(user=alice, provider="compatible", key=KEY)
     assert "base_url" in exc.value.error_dict
     for unsafe in [
         "http://127.1:11434/v1",
@@ -112,26 +112,24 @@ def test_the_compatible_provider_needs_a_safe_base_url(alice: Any, mock_provider
         "http://metadata.google.internal/",
     ]:
         with pytest.raises(ValidationError) as exc:
-            services.provider_key_save(user=alice, provider="compatible", key=KEY, base_url=unsafe)
+            keys.provider_key_save(user=alice, provider="compatible", key=KEY, base_url=unsafe)
         assert exc.value.error_dict["base_url"][0].code == "unsafe_url"
     # The mock server is allow-listed by the operator, like a LAN Ollama.
     from django.conf import settings
 
     allowed = settings.ALLOWED_PRIVATE_BASE_URLS[0] + "/v1"
-    record = services.provider_key_save(
-        user=alice, provider="compatible", key=KEY, base_url=allowed
-    )
+    record = keys.provider_key_save(user=alice, provider="compatible", key=KEY, base_url=allowed)
     assert record.base_url == allowed
 
 
 @pytest.mark.django_db
 def test_a_user_key_wins_over_the_server_key(alice: Any, settings: Any) -> None:
     settings.OPENAI_API_KEY = "sk-server-key-00000000000000000000"
-    assert services.credentials_for(user=alice, provider="openai") == Credentials(
+    assert keys.credentials_for(user=alice, provider="openai") == Credentials(
         "sk-server-key-00000000000000000000", settings.OPENAI_BASE_URL, "server"
     )
-    services.provider_key_save(user=alice, provider="openai", key=KEY)
-    creds = services.credentials_for(user=alice, provider="openai")
+    keys.provider_key_save(user=alice, provider="openai", key=KEY)
+    creds = keys.credentials_for(user=alice, provider="openai")
     assert creds.api_key == KEY
     assert creds.key_source == "user"
     assert creds.base_url == settings.OPENAI_BASE_URL
@@ -144,14 +142,14 @@ def test_last_used_is_kept_to_the_minute_not_written_every_call(alice: Any) -> N
 
     from django.utils import timezone
 
-    services.provider_key_save(user=alice, provider="openai", key=KEY)
-    services.credentials_for(user=alice, provider="openai")
+    keys.provider_key_save(user=alice, provider="openai", key=KEY)
+    keys.credentials_for(user=alice, provider="openai")
     first = ProviderKey.objects.get(user=alice).last_used
-    services.credentials_for(user=alice, provider="openai")
+    keys.credentials_for(user=alice, provider="openai")
     assert ProviderKey.objects.get(user=alice).last_used == first  # no write
     earlier = timezone.now() - timedelta(minutes=2)
     ProviderKey.objects.filter(user=alice).update(last_used=earlier)
-    services.credentials_for(user=alice, provider="openai")
+    keys.credentials_for(user=alice, provider="openai")
     latest = ProviderKey.objects.get(user=alice).last_used
     assert latest is not None
     assert latest > earlier
@@ -161,8 +159,8 @@ def test_last_used_is_kept_to_the_minute_not_written_every_call(alice: Any) -> N
 def test_server_keys_can_be_turned_off(alice: Any, settings: Any) -> None:
     settings.OPENAI_API_KEY = "sk-server-key-00000000000000000000"
     settings.ALLOW_SERVER_KEYS = False
-    with pytest.raises(services.KeyProblem) as exc:
-        services.credentials_for(user=alice, provider="openai")
+    with pytest.raises(keys.KeyProblem) as exc:
+        keys.credentials_for(user=alice, provider="openai")
     assert exc.value.code == "no_key"
     assert "Add your OpenAI API key" in exc.value.message
 
@@ -174,22 +172,22 @@ def test_a_server_key_never_goes_to_a_user_base_url(
     settings.COMPATIBLE_BASE_URL = "http://gateway.internal:4000/v1"
     settings.COMPATIBLE_API_KEY = "operator-gateway-key-000000"
     user_url = settings.ALLOWED_PRIVATE_BASE_URLS[0] + "/v1"
-    services.provider_key_save(user=alice, provider="compatible", key=KEY, base_url=user_url)
-    mine = services.credentials_for(user=alice, provider="compatible")
+    keys.provider_key_save(user=alice, provider="compatible", key=KEY, base_url=user_url)
+    mine = keys.credentials_for(user=alice, provider="compatible")
     assert (mine.api_key, mine.base_url, mine.key_source) == (KEY, user_url, "user")
-    theirs = services.credentials_for(user=bob, provider="compatible")
+    theirs = keys.credentials_for(user=bob, provider="compatible")
     assert theirs.base_url == "http://gateway.internal:4000/v1"
     assert theirs.key_source == "server"
 
 
 @pytest.mark.django_db
 def test_the_demo_needs_no_key(alice: Any) -> None:
-    assert services.credentials_for(user=alice, provider="demo").key_source == "none"
+    assert keys.credentials_for(user=alice, provider="demo").key_source == "none"
 
 
 @pytest.mark.django_db
 def test_a_key_encrypted_under_another_secret_fails_closed(alice: Any, settings: Any) -> None:
-    record = services.provider_key_save(user=alice, provider="openai", key=KEY)
+    record = keys.provider_key_save(user=alice, provider="openai", key=KEY)
     settings.SECRET_KEY = "a-completely-different-secret-key-" + "x1y2z3" * 5
     settings.SECRET_KEY_FALLBACKS = []
     reset_cipher()
@@ -197,8 +195,8 @@ def test_a_key_encrypted_under_another_secret_fails_closed(alice: Any, settings:
     reloaded = ProviderKey.objects.get(pk=record.pk)
     assert isinstance(reloaded.key, UnreadableSecret)
     assert str(reloaded.key) == ""  # never the ciphertext
-    with pytest.raises(services.KeyProblem) as exc:
-        services.credentials_for(user=alice, provider="openai")
+    with pytest.raises(keys.KeyProblem) as exc:
+        keys.credentials_for(user=alice, provider="openai")
     assert exc.value.code == "key_unreadable"
     # Never re-saved (that would encrypt the ciphertext a second time).
     with pytest.raises(ValueError, match="could not be decrypted"):

@@ -5,7 +5,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from providers import services
+from providers import keys
 from providers.fields import UnreadableSecret
 from providers.models import ProviderKey
 
@@ -29,7 +29,7 @@ def ciphertext(pk: int) -> str:
 @pytest.mark.django_db
 def test_rotate_keys_re_encrypts_with_the_new_secret(settings: Any, alice: Any) -> None:
     use_secrets(settings, OLD, [])
-    record = services.provider_key_save(user=alice, provider="openai", key=KEY)
+    record = keys.provider_key_save(user=alice, provider="openai", key=KEY)
     before = ciphertext(record.pk)
 
     # New secret, old one as a fallback: still readable, then rotated.
@@ -49,7 +49,7 @@ def test_rotate_keys_re_encrypts_with_the_new_secret(settings: Any, alice: Any) 
 @pytest.mark.django_db
 def test_without_the_fallback_keys_are_unreadable_and_reported(settings: Any, alice: Any) -> None:
     use_secrets(settings, OLD, [])
-    record = services.provider_key_save(user=alice, provider="openai", key=KEY)
+    record = keys.provider_key_save(user=alice, provider="openai", key=KEY)
     use_secrets(settings, NEW, [])
     assert isinstance(ProviderKey.objects.get(pk=record.pk).key, UnreadableSecret)
     before = ciphertext(record.pk)
@@ -63,7 +63,7 @@ def test_without_the_fallback_keys_are_unreadable_and_reported(settings: Any, al
 
 @pytest.mark.django_db
 def test_dry_run_changes_nothing(settings: Any, alice: Any) -> None:
-    record = services.provider_key_save(user=alice, provider="openai", key=KEY)
+    record = keys.provider_key_save(user=alice, provider="openai", key=KEY)
     before = ciphertext(record.pk)
     out = StringIO()
     call_command("rotate_keys", "--dry-run", stdout=out)
