@@ -208,6 +208,14 @@ def asgi_live_server(transactional_db: None) -> Any:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # The provider clients' aiohttp sessions, one per event loop the tests made:
+    # closed, rather than reported unclosed as the interpreter exits.
+    import asyncio
+
+    from providers import http
+
+    asyncio.run(http.aclose_all())
+
     # SQLite leaves the WAL files of the per-run test database behind when other
     # threads still held connections; remove them.
     import os

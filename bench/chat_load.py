@@ -1136,9 +1136,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--write-interval",
         type=float,
-        default=0.05,
+        default=0.0,
         help="mock: send the tokens due within this many seconds in one write "
-        "(0: a write per token, unless late)",
+        "(0, the default: a write per token, as providers send them)",
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--think", type=float, default=0.0, help="pause between a user's turns")

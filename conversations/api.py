@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -33,7 +34,7 @@ from llmchat.api import ApiError, api_view, error_response, id_field, read_json,
 from llmchat.handlers import close_connections
 from llmchat.logging import request_id_var
 from pricing.calculator import MICRO_DOLLAR
-from providers import keys, registry, transport
+from providers import keys, registry
 from providers.base import Failure, Finish, ProviderError, TextDelta, UsageReport
 
 logger = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ def flush_interval() -> float:
     more replies than CHAT_STREAM_EVENTS_PER_SECOND allows at that pace, each
     reply gets its share instead (200 replies at 1000 events/s: one event every
     0.2 s), up to MAX_FLUSH_SECONDS: the same text in fewer, larger events (fewer
-    encodings, writes and reads of the provider's connection), so that a busy
+    encodings and writes), so that a busy
     process spends less of its CPU on relaying and answers new requests sooner
     (docs/performance.md)."""
     interval = settings.CHAT_STREAM_FLUSH_SECONDS
@@ -224,29 +225,6 @@ def flush_interval() -> float:
     if budget > 0:
         interval = max(interval, min(_Relaying.streams / budget, MAX_FLUSH_SECONDS))
     return float(interval)
-
-
-MAX_GRID_SECONDS = 0.05
-
-
-def _grid() -> float:
-    """The step of the grid that every stream's paced reads and deltas are put
-    on (providers.transport.on_grid): CHAT_STREAM_FLUSH_SECONDS, but never more
-    than MAX_GRID_SECONDS, so that rounding to it moves a read or a delta by
-    25 ms at most, however long the flush interval is set."""
-    return min(settings.CHAT_STREAM_FLUSH_SECONDS, MAX_GRID_SECONDS)
-
-
-def _next_flush(now: float, every: float) -> float:
-    """When a reply's next delta may go, after one sent at `now`: `every` seconds
-    on, as the instant its provider's connection is next read (the reads are
-    paced to `every` on the grid: _pump), less half a step of the grid. What
-    that read brings then goes out at once, in the same wake-up of the event
-    loop as the read, with no timer of its own."""
-    grid = _grid()
-    if every <= 0 or grid <= 0:
-        return now + max(every, 0.0)
-    return transport.on_grid(now + every, grid) - grid / 2
 
 
 class _Checkpoints:
@@ -302,26 +280,44 @@ class _Checkpoints:
 _checkpoints = _Checkpoints()
 
 
-async def _pump(stream: AsyncIterable[Any], queue: asyncio.Queue[Any]) -> None:
-    """Read the provider's events into the queue, in a task of their own: the
-    response can then wait for an event with a timeout (to flush or send a
-    keep-alive) without ever cancelling a read from the provider.
+class _Inbox:
+    """What the provider sent, waiting for the relay: events in order, and a wake-up
+    for the relay. More text does not wake it while it holds text for its next
+    delta (`coalescing`): it takes everything at that instant instead, one
+    wake-up for several tokens rather than one each."""
 
-    Once text flows, the provider's connection is read once per flush interval:
-    what arrives meanwhile would wait for the next flush anyway, and one read of
-    several tokens costs a fraction of one read per token. The first token is
-    read as soon as it comes."""
-    pacer = transport.paced_reads(grid=_grid())
+    def __init__(self) -> None:
+        self.events: deque[Any] = deque()
+        self.coalescing = False
+        self._ready = asyncio.Event()
+
+    def put(self, event: Any) -> None:
+        self.events.append(event)
+        if not (self.coalescing and isinstance(event, TextDelta)):
+            self._ready.set()
+
+    async def wait(self, until: float) -> None:
+        """Until something is put that wakes the relay, or `until` (loop time)."""
+        if self.events and not self.coalescing:
+            return
+        self._ready.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(until):
+                await self._ready.wait()
+
+
+async def _pump(stream: AsyncIterable[Any], inbox: _Inbox) -> None:
+    """Read the provider's events into the inbox, in a task of their own: the
+    relay can then wait with a timeout (to flush or send a keep-alive) without
+    ever cancelling a read from the provider."""
     try:
         async for event in stream:
-            if isinstance(event, TextDelta):
-                pacer.interval = flush_interval()  # follows the process's load
-            queue.put_nowait(event)
+            inbox.put(event)
     except Exception:  # ChatStream turns failures into events; this is a bug
         logger.exception("reading the provider stream failed")
-        queue.put_nowait(Failure(ProviderError("unavailable")))
+        inbox.put(Failure(ProviderError("unavailable")))
     finally:
-        queue.put_nowait(_END)
+        inbox.put(_END)
 
 
 async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerator[str]:
@@ -358,8 +354,8 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
     metrics.stream_started()
     relaying = False  # counted in _Relaying.streams
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    pump = loop.create_task(_pump(stream, queue))
+    inbox = _Inbox()
+    pump = loop.create_task(_pump(stream, inbox))
     parts: list[str] = []
     unsent: list[str] = []  # text received but not yet sent
     status = Status.COMPLETE
@@ -367,10 +363,9 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
     started = time.monotonic()
     ttft_ms: int | None = None
     usage_final = False
-    # Deltas that arrive within flush_interval() of the last one sent go out
-    # together: one event (one JSON encoding, one write) per interval instead of
-    # one per token. The first goes at once; the others on the instants the
-    # provider's connection is read at (_next_flush).
+    # Text that arrives within flush_interval() of the last delta sent goes out
+    # with the next: one event (one JSON encoding, one write) per interval instead
+    # of one per token. The first goes at once.
     flush_every = flush_interval()
     heartbeat = settings.CHAT_HEARTBEAT_SECONDS
     flush_at = 0.0
@@ -405,57 +400,50 @@ async def _stream(turn: services.Turn, *, request_id: str = "") -> AsyncGenerato
             metrics.stream_finished()
 
     try:
-        while True:
+        ended = False
+        while not ended:
+            # Each chunk its own delta when coalescing is off (flush interval 0).
+            while inbox.events and not ended and not (unsent and flush_every <= 0):
+                event = inbox.events.popleft()
+                if event is _END:
+                    ended = True
+                elif isinstance(event, TextDelta):
+                    if ttft_ms is None:
+                        ttft_ms = int((time.monotonic() - started) * 1000)
+                        relaying = True
+                        _Relaying.streams += 1
+                        _checkpoints.track(assistant.pk, parts)
+                    parts.append(event.text)
+                    unsent.append(event.text)
+                elif isinstance(event, Finish) and event.reason == "content_filter":
+                    error = ProviderError("content_filtered")
+                    status = Status.PARTIAL if parts else Status.ERROR
+                elif isinstance(event, Failure):
+                    error = event.error
+                    status = Status.PARTIAL if parts else Status.ERROR
+                elif isinstance(event, UsageReport):
+                    # Final: the provider's own count, even when the reply was
+                    # filtered; otherwise it is completed with an estimate.
+                    usage_final = event.final
             now = loop.time()
-            if now > deadline:
-                error = ProviderError("timeout", "The reply ran past the time limit.")
-                status = Status.PARTIAL if parts else Status.ERROR
+            if ended or now > deadline or (unsent and now >= flush_at):
                 if unsent:
                     yield _sse("delta", {"text": "".join(unsent)})
-                break
-            # What is already queued joins the next delta (unless that is off).
-            if unsent and now >= flush_at and (queue.empty() or flush_every <= 0):
-                yield _sse("delta", {"text": "".join(unsent)})
-                unsent.clear()
-                flush_every = flush_interval()
-                flush_at = _next_flush(now, flush_every)
-                quiet_until = now + heartbeat
+                    unsent.clear()
+                    flush_every = flush_interval()
+                    flush_at = now + flush_every
+                    quiet_until = now + heartbeat
+                if not ended and now > deadline:
+                    error = ProviderError("timeout", "The reply ran past the time limit.")
+                    status = Status.PARTIAL if parts else Status.ERROR
+                    ended = True
                 continue
-            if queue.empty():
-                try:
-                    async with asyncio.timeout_at(
-                        min(flush_at if unsent else quiet_until, deadline)
-                    ):
-                        event = await queue.get()
-                except TimeoutError:
-                    if not unsent and loop.time() >= quiet_until:
-                        yield ": keep-alive\n\n"
-                        quiet_until = loop.time() + heartbeat
-                    continue
-            else:
-                event = queue.get_nowait()
-            if event is _END:
-                if unsent:
-                    yield _sse("delta", {"text": "".join(unsent)})
-                break
-            if isinstance(event, TextDelta):
-                if ttft_ms is None:
-                    ttft_ms = int((time.monotonic() - started) * 1000)
-                    relaying = True
-                    _Relaying.streams += 1
-                    _checkpoints.track(assistant.pk, parts)
-                parts.append(event.text)
-                unsent.append(event.text)
-            elif isinstance(event, Finish) and event.reason == "content_filter":
-                error = ProviderError("content_filtered")
-                status = Status.PARTIAL if parts else Status.ERROR
-            elif isinstance(event, Failure):
-                error = event.error
-                status = Status.PARTIAL if parts else Status.ERROR
-            elif isinstance(event, UsageReport):
-                # Final: the provider's own count, even when the reply was
-                # filtered; otherwise it is completed with an estimate.
-                usage_final = event.final
+            if not unsent and now >= quiet_until:
+                yield ": keep-alive\n\n"
+                quiet_until = now + heartbeat
+            # Holding text for the next delta, more text needn't wake the relay.
+            inbox.coalescing = bool(unsent) and flush_every > 0
+            await inbox.wait(min(flush_at if unsent else quiet_until, deadline))
     except BaseException:
         # The client went away (Stop, a closed tab): keep what arrived, marked.
         status = Status.STOPPED

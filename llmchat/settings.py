@@ -444,9 +444,7 @@ CHAT_MAX_SYSTEM_PROMPT_CHARS = env.int("CHAT_MAX_SYSTEM_PROMPT_CHARS", default=2
 # Seconds between keep-alive comments on a quiet stream (proxies close idle ones).
 CHAT_HEARTBEAT_SECONDS = env.float("CHAT_HEARTBEAT_SECONDS", default=15.0)
 # Text that arrives within this many seconds of the last delta sent is sent with
-# the next one (0: one event per provider chunk). The first delta goes at once;
-# the others, and the paced reads of the provider, on a grid of this step (at
-# most 0.05 s: conversations/api.py _grid).
+# the next one (0: one event per provider chunk). The first delta goes at once.
 CHAT_STREAM_FLUSH_SECONDS = env.float("CHAT_STREAM_FLUSH_SECONDS", default=0.05)
 # At most this many delta events a second per worker process, over all the
 # replies it relays: with more replies streaming at once than this times

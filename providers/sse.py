@@ -6,10 +6,9 @@ validate every event into pydantic models — one per token, the largest part of
 turn's CPU (docs/performance.md). The adapters open the call with
 `with_streaming_response` and read the events here as plain JSON instead.
 
-What one read of the connection brings (several tokens when the reads are
-paced: providers.transport) goes up the stack as one text delta, not one per
-token: each layer above (time limits, retries, the relay to the client) then
-runs once per read.
+What one read of the connection brings (several tokens, when they came
+together) goes up the stack as one text delta, not one per token: each layer
+above (time limits, retries, the relay to the client) then runs once per read.
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
 """SSRF guard for user-supplied base URLs of OpenAI-compatible servers.
 
-Two checks, because one is not enough: `validate_base_url` refuses a bad URL when it is
-saved, and `SafeAsyncTransport` checks again at connect time and pins the connection to
-the address it checked, since DNS may answer differently later (rebinding).
+Checked when saved, and again on every connection, because DNS may answer
+differently later (rebinding): `validate_base_url` refuses a bad URL when it is
+saved; at request time `GuardedTransport` refuses a host that is an internal
+address (in any spelling) or name, and the resolver of those connections
+(providers.resolver, aiohttp's) checks every address a name resolves to before
+the connector may use one (`checked_addresses`) — so a connection goes to an
+address that was checked.
 """
 
 import ipaddress
 import socket
 from collections.abc import Iterable
-from typing import Any
 
-import anyio.to_thread
 import httpx2
 from django.conf import settings
 
@@ -76,72 +78,41 @@ def validate_base_url(url: str, *, allowed: list[str] | None = None) -> str:
     return normalized
 
 
-class SafeAsyncTransport(httpx2.AsyncHTTPTransport):
-    """Resolves each request's host once, checks every address and connects to the first.
+class GuardedTransport(httpx2.AsyncBaseTransport):
+    """Users' URLs, before any connection: the request's host refused if it is an
+    internal address in any spelling the resolver would take (127.1, 0x7f.1,
+    2130706433...) or an internal name, unless the operator vouched for the origin
+    (ALLOWED_PRIVATE_BASE_URLS). Names are checked as they resolve: `inner`'s
+    connector must resolve through GuardedResolver."""
 
-    Connecting to the checked address, rather than letting the connection pool resolve
-    the name again, is what defeats DNS rebinding. The pool is then keyed by IP address.
-    """
-
-    def __init__(self, *, allowed: Iterable[str] | None = None, **kwargs: Any) -> None:
-        # A proxy or a Unix socket would connect somewhere other than the checked address.
-        if "proxy" in kwargs or "uds" in kwargs:
-            raise TypeError("SafeAsyncTransport connects directly: no proxy or uds.")
-        super().__init__(**kwargs)
-        self._allowed = _origins(_allowed(allowed))
+    def __init__(self, inner: httpx2.AsyncBaseTransport, *, allowed: Iterable[str]) -> None:
+        self.inner = inner
+        self._allowed = _origins(allowed)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         try:
             scheme, host, port = _origin(request.url)
-            vouched = (scheme, host.lower().rstrip("."), port) in self._allowed
-            literal = _ip_literal(host) if vouched else _check_host(host)
-            if literal is not None:
-                addresses = [str(literal)]
-            else:
-                # getaddrinfo blocks; keep it off the event loop.
-                addresses = await anyio.to_thread.run_sync(_resolve, host, port)
-            if not vouched:
-                _check_addresses(addresses)
+            if (scheme, host.lower().rstrip("."), port) not in self._allowed:
+                _check_host(host)
+            # The name's addresses are checked as they resolve (providers.resolver).
+            return await self.inner.handle_async_request(request)
         except UnsafeURLError as exc:
             raise httpx2.ConnectError(str(exc), request=request) from exc
 
-        headers = request.headers.copy()
-        if "Host" not in headers:
-            headers["Host"] = request.url.netloc.decode("ascii")
-        extensions = dict(request.extensions)
-        if scheme == "https" and literal is None:
-            # The certificate must still be checked against the name, not the address.
-            extensions["sni_hostname"] = host
-        # A new request rather than an edited one: the client hands `request` back as
-        # response.request, whose URL must not reveal the address.
-        pinned = httpx2.Request(
-            request.method,
-            request.url.copy_with(host=addresses[0]),
-            headers=headers,
-            stream=request.stream,
-            extensions=extensions,
-        )
-        return await super().handle_async_request(pinned)
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
-# Given a transport, AsyncClient ignores these; they belong to the transport.
-_TRANSPORT_OPTIONS = ("verify", "cert", "http1", "http2", "limits")
-# Each would let a request bypass the checks: another transport, or redirects to
-# wherever a server points (the transport would refuse a bad hop, but don't rely on it).
-_CLIENT_FORBIDDEN = ("transport", "mounts", "proxy", "follow_redirects")
-
-
-def safe_async_client(*, allowed: Iterable[str] | None = None, **kwargs: Any) -> httpx2.AsyncClient:
-    """An AsyncClient whose every connection goes through SafeAsyncTransport."""
-    forbidden = [name for name in _CLIENT_FORBIDDEN if name in kwargs]
-    if forbidden:
-        raise TypeError(f"safe_async_client() does not accept {', '.join(forbidden)}")
-    options = {name: kwargs.pop(name) for name in _TRANSPORT_OPTIONS if name in kwargs}
-    return httpx2.AsyncClient(
-        transport=SafeAsyncTransport(allowed=allowed, **options),
-        follow_redirects=False,
-        **kwargs,
-    )
+def checked_addresses(host: str, port: int, *, allowed: Iterable[str]) -> list[str]:
+    """Every address `host` resolves to, each checked (one private address refuses
+    the name: which one gets used is the connector's choice), unless the
+    operator vouched for the host and port; UnsafeURLError otherwise. Blocks:
+    run it in a thread."""
+    addresses = _resolve(host, port)
+    vouched = {(h, p) for _, h, p in _origins(allowed)}
+    if (host.lower().rstrip("."), port) not in vouched:
+        _check_addresses(addresses)
+    return addresses
 
 
 def _allowed(allowed: Iterable[str] | None) -> Iterable[str]:

@@ -13,6 +13,7 @@ from conversations import api, services
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.tests.helpers import chat, names, parse_sse
 from providers import keys
+from providers.base import TextDelta
 
 pytestmark = [pytest.mark.anyio, pytest.mark.django_db(transaction=True)]
 
@@ -159,30 +160,6 @@ def test_the_flush_interval_is_each_reply_s_share_of_the_process_s_events(
     settings.CHAT_STREAM_FLUSH_SECONDS = 0  # one event per chunk, whatever the load
     settings.CHAT_STREAM_EVENTS_PER_SECOND = 1000
     assert api.flush_interval() == 0
-
-
-def test_the_next_delta_may_go_at_the_instant_the_provider_is_next_read(
-    settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Reads are paced to the same interval on the grid of the flush setting
-    # (providers.transport.Pacer): what the next read brings goes out at once.
-    from providers import transport
-    from providers.transport import Pacer
-
-    # The instants below are chosen on the grid's phase 0 (a process has its own).
-    monkeypatch.setattr(transport, "grid_phase", lambda: 0.0)
-
-    settings.CHAT_STREAM_FLUSH_SECONDS = 0.05
-    for sent, every in [(100.003, 0.2), (100.02, 0.05), (7.31, 0.137)]:
-        read = Pacer(interval=every, grid=0.05).resume_at(sent - 0.001)  # read, then sent
-        assert api._next_flush(sent, every) <= read
-        assert api._next_flush(sent, every) > sent + every - 0.05
-    # A long flush interval keeps a fine grid: the next delta is not brought
-    # forward by half of that interval.
-    settings.CHAT_STREAM_FLUSH_SECONDS = 0.3
-    assert api._next_flush(100.003, 0.3) > 100.003 + 0.3 - 0.05
-    settings.CHAT_STREAM_FLUSH_SECONDS = 0  # no pacing, no grid: every chunk at once
-    assert api._next_flush(5.0, 0) == 5.0
 
 
 async def test_without_coalescing_each_chunk_is_an_event(
@@ -698,3 +675,28 @@ async def test_a_reply_is_cut_before_the_sweeper_could_take_it_for_dead(
     assert body["status"] == "partial"
     assert 0 < len(body["content"].split()) < 100
     assert (await Conversation.objects.aget(pk=events[0][1]["conversation"])).busy_until is None
+
+
+async def test_text_does_not_wake_a_relay_that_holds_text_for_its_next_delta() -> None:
+    import asyncio
+
+    from providers.base import Finish
+
+    inbox = api._Inbox()
+    loop = asyncio.get_running_loop()
+    inbox.coalescing = True
+    waiting = asyncio.ensure_future(inbox.wait(loop.time() + 5))
+    await asyncio.sleep(0)
+    inbox.put(TextDelta("more"))  # joins the next delta, due later
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    inbox.put(Finish("stop"))  # the end does not wait for the next delta
+    await asyncio.wait_for(waiting, 1)
+    assert [type(e) for e in inbox.events] == [TextDelta, Finish]
+    # Waiting for the first text, any text wakes it.
+    inbox.events.clear()
+    inbox.coalescing = False
+    waiting = asyncio.ensure_future(inbox.wait(loop.time() + 5))
+    await asyncio.sleep(0)
+    inbox.put(TextDelta("first"))
+    await asyncio.wait_for(waiting, 1)

@@ -128,12 +128,12 @@ def test_an_sdk_client_that_cannot_be_built_reports_no_key(
 ) -> None:
     import sys
 
-    from providers import clients
+    from providers import http
     from providers.base import Credentials
 
-    monkeypatch.setattr(clients, "http_client", explode)
+    monkeypatch.setattr(http, "http_client", explode)
     try:
-        getattr(clients, build)(Credentials(SECRET, "", "user"))
+        getattr(http, build)(Credentials(SECRET, "", "user"))
     except Boom:
         exc_type, exc, tb = sys.exc_info()
     html = ExceptionReporter(None, exc_type, exc, tb).get_traceback_html()

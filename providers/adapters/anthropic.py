@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
-from providers import clients
+from providers import http
 from providers.adapters._util import attr, retry_after
 from providers.base import (
     ChatRequest,
@@ -110,10 +110,10 @@ class AnthropicProvider(Provider):
         return map_anthropic_error(exc)
 
     async def _check_key(self, creds: Credentials) -> None:
-        await clients.anthropic_client(creds).models.list(limit=1)
+        await http.anthropic_client(creds).models.list(limit=1)
 
     async def _list_models(self, creds: Credentials) -> list[str]:
-        return [m.id async for m in clients.anthropic_client(creds).models.list(limit=1000)]
+        return [m.id async for m in http.anthropic_client(creds).models.list(limit=1000)]
 
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
         params: dict[str, Any] = {
@@ -132,7 +132,7 @@ class AnthropicProvider(Provider):
         }
         if request.temperature is not None:
             body["temperature"] = request.temperature
-        call = clients.anthropic_client(creds).messages.with_streaming_response.create(
+        call = http.anthropic_client(creds).messages.with_streaming_response.create(
             messages=[], **params, extra_body=body
         )
         totals: dict[str, Any] = {}

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
-from providers import clients
+from providers import http
 from providers.adapters._util import attr
 from providers.adapters.openai import map_openai_error
 from providers.base import (
@@ -63,7 +63,7 @@ class CompatibleProvider(Provider):
 
     def _client(self, creds: Credentials) -> Any:
         # Only a user's URL needs the connect-time check; the operator's is trusted.
-        return clients.openai_client(creds, user_base_url=creds.key_source == "user")
+        return http.openai_client(creds, user_base_url=creds.key_source == "user")
 
     async def _check_key(self, creds: Credentials) -> None:
         await self._client(creds).models.list()

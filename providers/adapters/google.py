@@ -12,7 +12,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from providers import clients
+from providers import http
 from providers.adapters._util import attr
 
 if TYPE_CHECKING:
@@ -123,12 +123,12 @@ class GoogleProvider(Provider):
         return model.removeprefix("models/")
 
     async def _check_key(self, creds: Credentials) -> None:
-        pager = await clients.google_client(creds).aio.models.list(config={"page_size": 1})
+        pager = await http.google_client(creds).aio.models.list(config={"page_size": 1})
         async for _ in pager:
             break
 
     async def _list_models(self, creds: Credentials) -> list[str]:
-        pager = await clients.google_client(creds).aio.models.list(config={"page_size": 1000})
+        pager = await http.google_client(creds).aio.models.list(config={"page_size": 1000})
         return [
             (m.name or "").removeprefix("models/")
             async for m in pager
@@ -154,8 +154,8 @@ class GoogleProvider(Provider):
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
         )
-        recorder = clients.ResponseRecorder()
-        client = clients.google_client(creds, recorder=recorder)
+        recorder = http.ResponseRecorder()
+        client = http.google_client(creds, recorder=recorder)
         last_usage: Any = None
         finish = ""
         try:

@@ -11,7 +11,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from providers import clients
+from providers import http
 from providers.adapters._util import attr, retry_after
 from providers.base import (
     ChatRequest,
@@ -121,10 +121,10 @@ class OpenAIProvider(Provider):
         return map_openai_error(exc)
 
     async def _check_key(self, creds: Credentials) -> None:
-        await clients.openai_client(creds).models.list()
+        await http.openai_client(creds).models.list()
 
     async def _list_models(self, creds: Credentials) -> list[str]:
-        listed = [m.id async for m in clients.openai_client(creds).models.list()]
+        listed = [m.id async for m in http.openai_client(creds).models.list()]
         return [m for m in listed if not _NOT_CHAT.search(m)]
 
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
@@ -138,7 +138,7 @@ class OpenAIProvider(Provider):
         # The history goes as extra_body: already plain JSON, it needs none of the
         # SDK's per-item transform (a walk over its type hints for every message).
         body = {"input": [{"role": m.role, "content": m.content} for m in request.messages]}
-        call = clients.openai_client(creds).responses.with_streaming_response.create(
+        call = http.openai_client(creds).responses.with_streaming_response.create(
             **params, extra_body=body
         )
         async with call as response:

@@ -2,17 +2,21 @@
 
 Every SDK client gets the same explicit timeouts, no redirects and no SDK retries
 (`Provider.stream` retries, only before the first token and never on 4xx or an
-exhausted quota — the SDKs would retry `insufficient_quota` 429s). The underlying
-`httpx2` clients, with their connection pools and TLS contexts, are shared per event
-loop; so are the SDK clients themselves (per key and base URL, the most recent few
-hundred).
+exhausted quota — the SDKs would retry `insufficient_quota` 429s). Underneath,
+every SDK's httpx2 client runs on aiohttp, through the transport the openai SDK
+ships for it (`openai.DefaultAioHttpClient`'s; the anthropic SDK ships the same,
+google-genai takes any httpx2 client): a read of a streamed reply costs less
+than on httpx2's own transport, and a read brings whatever has arrived
+(docs/performance.md). One aiohttp session, with its connection pool, per event
+loop for the operator's URLs, and one for users' URLs whose connections are
+checked against private networks (providers.urlsafety, providers.resolver); the
+SDK clients are reused per event loop, key and base URL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -23,17 +27,13 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
 from providers.base import Credentials
-from providers.transport import ProviderTransport
-from providers.urlsafety import SafeAsyncTransport
+from providers.urlsafety import GuardedTransport
 
 if TYPE_CHECKING:
     import anthropic
     import openai
     from google import genai
 
-_pools: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, httpx2.AsyncBaseTransport]
-] = weakref.WeakKeyDictionary()
 _sync_client: httpx2.Client | None = None
 _lock = threading.Lock()
 
@@ -48,31 +48,73 @@ def timeout() -> httpx2.Timeout:
     )
 
 
-# Per event loop and kind of URL: connections open at once, and kept idle.
+# Per event loop and kind of URL: the most connections open at once.
 _MAX_CONNECTIONS = 1000
-_MAX_IDLE = 100
+
+# The transports of each event loop, by kind of URL. aiohttp binds a session to
+# its loop: the entries of a loop that has closed (a test's, or a sync caller's
+# async_to_sync) are dropped and their sessions closed, as google-genai does
+# with its own sessions.
+_transports: dict[asyncio.AbstractEventLoop, dict[str, httpx2.AsyncBaseTransport]] = {}
+_closing: set[asyncio.Task[None]] = set()
 
 
 def _transport(kind: str) -> httpx2.AsyncBaseTransport:
-    """The connection pool for this event loop: "operator" URLs, or "user" URLs
-    (checked against private and reserved networks at connect time)."""
+    """This event loop's connection pool for "operator" URLs, or for "user" URLs
+    (checked against private and reserved networks before every connection)."""
     loop = asyncio.get_running_loop()
-    transports = _pools.setdefault(loop, {})
+    _drop_closed_loops()
+    transports = _transports.setdefault(loop, {})
     transport = transports.get(kind)
     if transport is None:
         if kind == "user":
-            limits = httpx2.Limits(
-                max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_IDLE
-            )
-            transport = SafeAsyncTransport(
-                allowed=list(settings.ALLOWED_PRIVATE_BASE_URLS), limits=limits
-            )
+            allowed = list(settings.ALLOWED_PRIVATE_BASE_URLS)
+            transport = GuardedTransport(_aiohttp_transport(allowed), allowed=allowed)
         else:
-            transport = ProviderTransport(
-                max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_IDLE
-            )
+            transport = _aiohttp_transport()
         transports[kind] = transport
     return transport
+
+
+def _aiohttp_transport(guard_for: list[str] | None = None) -> httpx2.AsyncBaseTransport:
+    """An httpx2 transport over a new aiohttp session; with `guard_for` (the
+    origins the operator vouches for), its names resolve through GuardedResolver."""
+    # Imported here: each takes a while, and management commands need neither.
+    import aiohttp
+    from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
+
+    from providers.resolver import GuardedResolver
+
+    connector = aiohttp.TCPConnector(
+        limit=_MAX_CONNECTIONS,
+        ssl=httpx2.create_ssl_context(),
+        resolver=GuardedResolver(allowed=guard_for) if guard_for is not None else None,
+    )
+    # No cookies kept: a session serves every call (and, with the server's key,
+    # every user), and nothing a provider sets may carry from one to the next.
+    session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+    return AiohttpTransport(client=session)
+
+
+def _drop_closed_loops() -> None:
+    for loop in [loop for loop in _transports if loop.is_closed()]:
+        for transport in _transports.pop(loop).values():
+            # Its loop is gone: nothing is left to wait for, but a session not
+            # closed says so when it is collected.
+            task = asyncio.get_running_loop().create_task(transport.aclose())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+    for loop in [loop for loop in _sdk_clients if loop.is_closed()]:
+        del _sdk_clients[loop]
+
+
+async def aclose_all() -> None:
+    """Close every loop's sessions (at the end of a process that made many loops)."""
+    for transports in list(_transports.values()):
+        for transport in transports.values():
+            await transport.aclose()
+    _transports.clear()
+    _sdk_clients.clear()
 
 
 def http_client(
@@ -144,9 +186,7 @@ def _sync_http_client() -> httpx2.Client:
 # go first. A key deleted or rotated stays in this process's memory, inside its
 # client, until pushed out (256 newer clients) or the worker restarts.
 _CLIENTS_PER_LOOP = 256
-_sdk_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, OrderedDict[tuple[str, ...], Any]
-] = weakref.WeakKeyDictionary()
+_sdk_clients: dict[asyncio.AbstractEventLoop, OrderedDict[tuple[str, ...], Any]] = {}
 
 
 @sensitive_variables()  # the key, and the SDK frames beneath that hold it
