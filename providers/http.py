@@ -97,15 +97,16 @@ def _aiohttp_transport(guard_for: list[str] | None = None) -> httpx2.AsyncBaseTr
 
 
 def _drop_closed_loops() -> None:
-    for loop in [loop for loop in _transports if loop.is_closed()]:
-        for transport in _transports.pop(loop).values():
+    # Snapshots (list() is atomic): threads with loops of their own may add entries.
+    for loop in [loop for loop in list(_transports) if loop.is_closed()]:
+        for transport in _transports.pop(loop, {}).values():
             # Its loop is gone: nothing is left to wait for, but a session not
             # closed says so when it is collected.
             task = asyncio.get_running_loop().create_task(transport.aclose())
             _closing.add(task)
             task.add_done_callback(_closing.discard)
-    for loop in [loop for loop in _sdk_clients if loop.is_closed()]:
-        del _sdk_clients[loop]
+    for loop in [loop for loop in list(_sdk_clients) if loop.is_closed()]:
+        _sdk_clients.pop(loop, None)
 
 
 async def aclose_all() -> None:
