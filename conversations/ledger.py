@@ -119,18 +119,43 @@ def open_call(
     """The call's row, before the provider is called: the input the turn sends,
     estimated, at its price."""
     sent = Usage(input_tokens=estimate_tokens(prompt_of(request)))
-    opened = Settled.at(sent, price, estimated=True)
-    return UsageRecord.objects.create(
-        user=conversation.user,
+    opened = Settled.at(sent, price, estimated=True).ledger_fields(Status.GENERATING)
+    row = _row(
+        reply,
+        conversation,
+        created=started_at,
+        fields=opened,
+        user_id=conversation.user_id,
+        conversation_id=conversation.pk,
+        message_id=reply.pk,
+    )
+    row.save(force_insert=True)
+    return row
+
+
+def _row(
+    reply: Message,
+    conversation: Conversation,
+    *,
+    created: datetime,
+    fields: dict[str, Any],
+    user_id: int | None,
+    conversation_id: int | None,
+    message_id: int | None,
+) -> UsageRecord:
+    """A reply's ledger row, linked to those of its user, conversation and message
+    that are there (None: deleted)."""
+    return UsageRecord(
+        user_id=user_id,
         user_email=conversation.user.email,
-        conversation=conversation,
-        message=reply,
+        conversation_id=conversation_id,
+        message_id=message_id,
         reply_id=reply.pk,
         provider=reply.provider,
         model=reply.model,
         key_source=reply.key_source or KeySource.NONE,
-        created=started_at,
-        **opened.ledger_fields(Status.GENERATING),
+        created=created,
+        **fields,
     )
 
 
@@ -151,19 +176,16 @@ def settle(*, reply: Message, conversation: Conversation, settled: Settled, outc
     if UsageRecord.objects.filter(reply_id=reply.pk).exists():
         return False
     user_id = conversation.user_id
-    row = UsageRecord(
+    row = _row(
+        reply,
+        conversation,
+        created=reply.created,
+        fields=fields,
         user_id=user_id if get_user_model().objects.filter(pk=user_id).exists() else None,
-        user_email=conversation.user.email,
         conversation_id=(
             conversation.pk if Conversation.objects.filter(pk=conversation.pk).exists() else None
         ),
         message_id=reply.pk if Message.objects.filter(pk=reply.pk).exists() else None,
-        reply_id=reply.pk,
-        provider=reply.provider,
-        model=reply.model,
-        key_source=reply.key_source or KeySource.NONE,
-        created=reply.created,
-        **fields,
     )
     try:
         with transaction.atomic():

@@ -152,7 +152,8 @@ def chat_start(
         system_prompt=system_prompt,
         client_message_id=client_message_id,
     )
-    model = registry.get(provider).canonical_model(model)
+    adapter = registry.get(provider)
+    model = adapter.canonical_model(model)
     _check_rate(user)
     try:
         creds = credentials_for(user=user, provider=provider)
@@ -163,7 +164,7 @@ def chat_start(
     price = price_for(provider, model, at=now)
     slot = f"user:{user.pk}"
     try:
-        if registry.get(provider).needs_key:  # the free demo never counts against a budget
+        if adapter.needs_key:  # the free demo never counts against a budget
             _check_budget(user, creds)
             _check_priced(user, creds, model, price)
         if not ratelimit.acquire_slot(

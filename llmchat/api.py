@@ -268,36 +268,37 @@ def status_error(status: int) -> JsonResponse:
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if _in_api(request):
+    if in_api(request):
         return status_error(400)
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if _in_api(request):
+    if in_api(request):
         return status_error(403)
     return defaults.permission_denied(request, exception)
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if _in_api(request):
+    if in_api(request):
         return status_error(404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    if _in_api(request):
+    if in_api(request):
         return status_error(500)
     return defaults.server_error(request)
 
 
-def _in_api(request: HttpRequest) -> bool:
+def in_api(request: HttpRequest) -> bool:
+    """Whether the request is the JSON API's, whose every error is JSON."""
     return request.path_info.startswith("/api/")
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """CSRF failures: JSON for the API, Django's page elsewhere."""
-    if request.path.startswith("/api/"):
+    if in_api(request):
         return error_response(
             403, "csrf_failed", "The CSRF check failed. Reload the page and try again."
         )

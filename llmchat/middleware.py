@@ -9,7 +9,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from llmchat import health, metrics
-from llmchat.api import status_error
+from llmchat.api import in_api, status_error
 from llmchat.logging import request_id_var
 
 logger = logging.getLogger("llmchat.request")
@@ -54,15 +54,13 @@ class ApiErrorMiddleware(_SyncAndAsyncMiddleware):
     through the handlers in llmchat.urls). Just inside the request log, so that
     it sees what all the other middleware answered."""
 
-    prefix = "/api/"
-
     def handle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
         response = get_response(request)
-        return self._as_json(response) if request.path_info.startswith(self.prefix) else response
+        return self._as_json(response) if in_api(request) else response
 
     async def ahandle(self, request: HttpRequest, get_response: Callable) -> HttpResponse:
         response = await get_response(request)
-        return self._as_json(response) if request.path_info.startswith(self.prefix) else response
+        return self._as_json(response) if in_api(request) else response
 
     @staticmethod
     def _as_json(response: HttpResponse) -> HttpResponse:

@@ -545,35 +545,30 @@ def test_a_reader_that_stops_early_ends_the_export_quietly(alice: Any, fmt: str)
     assert proc.returncode == 128 + signal.SIGPIPE  # as a shell reports `cat` stopped so
 
 
+def call(user: Any, **fields: Any) -> UsageRecord:
+    """One call of the user's in the ledger: gpt-4o on their own key, complete,
+    unless told otherwise."""
+    defaults: dict[str, Any] = {
+        "provider": "openai",
+        "model": "gpt-4o",
+        "key_source": "user",
+        "cost": Decimal("0.1"),
+        "outcome": "complete",
+    }
+    return UsageRecord.objects.create(user=user, user_email=user.email, **{**defaults, **fields})
+
+
 @pytest.mark.django_db
 def test_a_call_priced_at_a_fallback_is_flagged(alice: Any) -> None:
-    UsageRecord.objects.create(
-        user=alice,
-        user_email=alice.email,
-        provider="openai",
-        model="o1-pro",
-        key_source="server",
-        cost=Decimal("0.5"),
-        fallback_price=True,
-        outcome="complete",
-    )
+    call(alice, model="o1-pro", key_source="server", cost=Decimal("0.5"), fallback_price=True)
     assert [r["fallback_price"] for r in csv_rows()] == ["true"]  # (COPY on PostgreSQL)
     assert [r["fallback_price"] for r in jsonl_rows()] == [True]
 
 
 @pytest.mark.django_db
 def test_calls_still_in_flight_are_left_out_and_said_so(alice: Any) -> None:
-    for outcome in ("complete", "generating"):
-        UsageRecord.objects.create(
-            user=alice,
-            user_email=alice.email,
-            provider="openai",
-            model="gpt-4o",
-            key_source="user",
-            cost=Decimal("0.1"),
-            estimated=outcome == "generating",
-            outcome=outcome,
-        )
+    call(alice)
+    call(alice, estimated=True, outcome="generating")
     text, err = export()
     assert [r["outcome"] for r in csv.DictReader(StringIO(text))] == ["complete"]
     assert "1 call(s) in this range are still in flight and are left out" in err
