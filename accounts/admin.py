@@ -10,9 +10,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from accounts.budgets import month_bounds, user_limit
 from accounts.forms import UserAdminChangeForm, UserAdminCreationForm
 from accounts.models import User
+from conversations.budgets import month_bounds, user_limit
 from conversations.models import UsageRecord
 from conversations.reports import ReportFilters
 from providers.models import ProviderKey

@@ -44,7 +44,7 @@ class UserManager(DjangoUserManager["User"]):
 class User(AbstractUser):
     username = None  # type: ignore[assignment]
     email = models.EmailField("email address", unique=True)
-    # Monthly spend limits in USD; see accounts.budgets.
+    # Monthly spend limits in USD; see conversations.budgets.
     monthly_budget = models.DecimalField(
         max_digits=12,
         decimal_places=2,

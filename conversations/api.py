@@ -24,10 +24,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.utils import timezone
 
-from accounts import budgets
-from conversations import selectors, services
+from conversations import budgets, selectors, services
 from conversations.models import Conversation, Message, Status
 from llmchat import metrics
 from llmchat.api import ApiError, api_view, error_response, id_field, read_json, string_field
@@ -678,7 +676,7 @@ def usage(request: HttpRequest) -> JsonResponse:
     since = _date_param(request, "since")
     until = _date_param(request, "until")
     if since is None and until is None:
-        since = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        since = budgets.month_bounds()[0]
     if until is not None:
         until += timedelta(days=1)
     if since and until and since >= until:

@@ -131,10 +131,6 @@ class UsageRecordQuerySet(models.QuerySet["UsageRecord"]):
             qs = qs.filter(created__lt=until)
         return qs
 
-    def this_month(self) -> UsageRecordQuerySet:
-        start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        return self.filter(created__gte=start)
-
 
 class UsageRecord(models.Model):
     """The ledger: one row per provider call, kept when the conversation or the

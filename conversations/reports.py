@@ -7,7 +7,7 @@ for the chart of cost over time (none when the rows already are that series). Th
 admin page and its CSV download both render the same `Report`, so the file holds
 exactly what the page shows.
 
-Days and months are UTC, as in accounts.budgets. Unpriced calls count as 0 in the
+Days and months are UTC, as in conversations.budgets. Unpriced calls count as 0 in the
 costs and are counted apart.
 """
 
@@ -27,7 +27,7 @@ from django.db.models import Count, DateField, F, Q, Sum
 from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
-from accounts.budgets import month_bounds
+from conversations.budgets import month_bounds
 from conversations.models import KeySource, UsageRecord, UsageRecordQuerySet
 from llmchat.csvcells import safe_cell
 from providers.registry import PROVIDER_NAMES
@@ -82,14 +82,11 @@ def _day_start(day: date) -> datetime:
 
 
 def _month_start(day: date) -> date:
-    return day.replace(day=1)
+    return month_bounds(_day_start(day))[0].date()
 
 
 def _next_month(day: date) -> date:
-    first = day.replace(day=1)
-    if first.month == 12:
-        return first.replace(year=first.year + 1, month=1)
-    return first.replace(month=first.month + 1)
+    return month_bounds(_day_start(day))[1].date()
 
 
 @dataclass(frozen=True)

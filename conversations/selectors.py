@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 
-from accounts import budgets
+from conversations import budgets
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.services import conversation_for_user
 from pricing.models import FALLBACK_MODEL, ModelPrice, prices_for

@@ -27,8 +27,7 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.html import linebreaks
 
-from accounts import budgets
-from conversations import ledger
+from conversations import budgets, ledger
 from conversations.markdown import render_markdown
 from conversations.models import Conversation, Message, Status
 from llmchat import ratelimit

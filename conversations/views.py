@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 
-from accounts import budgets
-from conversations import selectors, services
+from conversations import budgets, selectors, services
 
 
 @login_required
@@ -97,8 +94,7 @@ def _compatible_available(user: Any) -> bool:
 @login_required
 def usage(request: HttpRequest) -> HttpResponse:
     user: Any = request.user
-    now = timezone.now()
-    since = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    since, month_end = budgets.month_bounds()
     summary = selectors.usage_summary(user, since, None)
     days = summary["by_day"]
     peak = max((d["cost"] for d in days), default=Decimal(0)) or Decimal(1)
@@ -115,7 +111,7 @@ def usage(request: HttpRequest) -> HttpResponse:
         {
             "summary": summary,
             "since": since,
-            "month_end": (since + timedelta(days=32)).replace(day=1),
+            "month_end": month_end,
             "chart": chart,
             "chart_width": max(len(chart), 1) * 12,
             "budget": budgets.budget_status_if_limited(user),

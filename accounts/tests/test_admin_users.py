@@ -11,9 +11,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts.budgets import month_bounds
 from accounts.models import User
 from conftest import make_user
+from conversations.budgets import month_bounds
 from conversations.models import UsageRecord
 from providers.keys import provider_key_save
 

@@ -8,8 +8,7 @@ import pytest
 from django.http import Http404
 from django.utils import timezone
 
-from accounts import budgets
-from conversations import services
+from conversations import budgets, services
 from conversations.models import UsageRecord
 from conversations.tests.helpers import start
 from providers import keys
