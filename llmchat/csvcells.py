@@ -5,8 +5,7 @@ A spreadsheet reads a cell that starts with =, +, - or @ as a formula
 leading blanks first or take the full-width forms of those signs too. Emails, model
 names and the like are whatever users typed, so every such cell goes through
 `safe_cell`, which puts a ' in front of a risky one: spreadsheets then show the
-text as it is. Both the usage report's CSV and `manage.py export_usage` use it;
-the export's PostgreSQL path (COPY) applies the same rule with `safe_cell_sql`.
+text as it is. Both the usage report's CSV and `manage.py export_usage` use it.
 """
 
 from __future__ import annotations
@@ -15,24 +14,12 @@ import re
 
 _SIGNS = "-=+@\uff1d\uff0b\uff0d\uff20"  # "-" first: literal in a [...] set
 # A cell is risky when it starts with a tab or a line break, or when its first
-# character after any blanks is a formula sign. The pattern means the same to
-# Python's re and to PostgreSQL's regular expressions (`~`), so that COPY writes
-# exactly what the csv writer does.
-FORMULA_REGEX = f"^([\\t\\r\\n]|[ \\t\\r\\n]*[{_SIGNS}])"
-_FORMULA = re.compile(FORMULA_REGEX)
+# character after any blanks is a formula sign.
+_FORMULA = re.compile(f"^([\\t\\r\\n]|[ \\t\\r\\n]*[{_SIGNS}])")
 # The first characters of every risky cell: any other rules a cell out at once.
 _FIRST = frozenset(" \t\r\n" + _SIGNS)
-_FIRST_CODES = ", ".join(str(ord(c)) for c in sorted(_FIRST))
 
 
 def safe_cell(value: str) -> str:
     """The value, with a ' in front when a spreadsheet would run it as a formula."""
     return f"'{value}" if value[:1] in _FIRST and _FORMULA.match(value) else value
-
-
-def safe_cell_sql(column: str) -> str:
-    """`safe_cell` as a PostgreSQL expression over a text column (NULL stays NULL)."""
-    # ascii() is the first character's code: cheaper than the regex, which then
-    # runs only for the few cells it lets through.
-    risky = f"ascii({column}) IN ({_FIRST_CODES}) AND {column} ~ '{FORMULA_REGEX}'"
-    return f"CASE WHEN {risky} THEN '''' || {column} ELSE {column} END"

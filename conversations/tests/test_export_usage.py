@@ -323,7 +323,6 @@ def hostile_record(value: str) -> UsageRecord:
 @pytest.mark.django_db
 @pytest.mark.parametrize("value", HOSTILE + HARMLESS)
 def test_no_text_cell_of_the_csv_starts_a_formula(db: None, value: str) -> None:
-    # On PostgreSQL the CSV comes from COPY: the same rule, in SQL.
     hostile_record(value)
     (row,) = csv_rows()
     expected = f"'{value}" if value in HOSTILE else value
@@ -478,12 +477,10 @@ def test_memory_does_not_grow_with_the_number_of_rows(alice: Any, tmp_path: Path
 
 
 @pytest.mark.django_db
-def test_on_postgresql_copy_writes_exactly_what_the_csv_writer_would(
-    ledger: Ledger, tmp_path: Path
+def test_quotes_commas_line_breaks_and_microseconds_are_written_exactly(
+    db: None, tmp_path: Path
 ) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("COPY is PostgreSQL's")
-    UsageRecord.objects.create(
+    odd = UsageRecord.objects.create(
         user=None,
         user_email='"odd, quoted"@example.com',
         provider="openai",
@@ -493,19 +490,27 @@ def test_on_postgresql_copy_writes_exactly_what_the_csv_writer_would(
         outcome="complete",
         created=datetime(2026, 11, 22, 1, 2, 3, 4500, tzinfo=UTC),
     )
-    for value in HOSTILE:
-        hostile_record(value)
-    UsageRecord.objects.filter(provider="-1").update(model='=HYPERLINK("http://x","y, z")')
-    command = export_usage.Command()
-    records = command._queryset(
-        {"since": None, "until": None, "user": None, "provider": None, "format": "csv"}
+    link = UsageRecord.objects.create(
+        user=None,
+        user_email="",
+        provider="-1",
+        model='=HYPERLINK("http://x","y, z")',
+        key_source="server",
+        input_tokens=7,
+        outcome="partial",
+        created=datetime(2026, 11, 22, 1, 2, 4, tzinfo=UTC),
     )
-    expected = StringIO(newline="")
-    export_usage.write_csv(command._rows(records), expected, lambda: None)
-    call_command("export_usage", "--output", str(tmp_path / "copy.csv"), stderr=StringIO())
-    assert (tmp_path / "copy.csv").read_bytes().decode() == expected.getvalue()
-    text, _ = export()  # the stdout path too
-    assert text == expected.getvalue()
+    expected = (
+        ",".join(HEADER) + "\r\n"
+        f'{odd.pk},2026-11-22T01:02:03.004500Z,"""odd, quoted""@example.com",,openai,'
+        '"model ""x"", \n two lines",user,0,0,0,0,0,12.300000,false,false,false,complete,\r\n'
+        f"{link.pk},2026-11-22T01:02:04Z,,,'-1,"
+        '"\'=HYPERLINK(""http://x"",""y, z"")",server,7,0,0,0,0,,false,false,false,partial,\r\n'
+    )
+    text, _ = export()
+    assert text == expected
+    call_command("export_usage", "--output", str(tmp_path / "usage.csv"), stderr=StringIO())
+    assert (tmp_path / "usage.csv").read_bytes() == expected.encode()
 
 
 def database_url() -> str:
@@ -561,7 +566,7 @@ def call(user: Any, **fields: Any) -> UsageRecord:
 @pytest.mark.django_db
 def test_a_call_priced_at_a_fallback_is_flagged(alice: Any) -> None:
     call(alice, model="o1-pro", key_source="server", cost=Decimal("0.5"), fallback_price=True)
-    assert [r["fallback_price"] for r in csv_rows()] == ["true"]  # (COPY on PostgreSQL)
+    assert [r["fallback_price"] for r in csv_rows()] == ["true"]
     assert [r["fallback_price"] for r in jsonl_rows()] == [True]
 
 

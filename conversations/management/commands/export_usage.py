@@ -22,18 +22,16 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
-from django.db import connection
-from django.db.models import Field
 
 from accounts.models import User
 from conversations.models import Status, UsageRecord, UsageRecordQuerySet
-from llmchat.csvcells import safe_cell, safe_cell_sql
+from llmchat.csvcells import safe_cell
 from providers.registry import PROVIDER_NAMES
 
 # The columns, in order; "time" is the record's `created`.
@@ -145,58 +143,10 @@ def write_csv(rows: Iterable[tuple[Any, ...]], out: _Writable, tick: Callable[[]
         tick()
 
 
-def write_csv_copy(records: UsageRecordQuerySet, out: _Writable, tick: Callable[[], None]) -> None:
-    """write_csv's bytes, from PostgreSQL (copy_csv_rows)."""
-    out.write(",".join(COLUMNS) + "\r\n")
-    for data in copy_csv_rows(records):
-        # One row per COPY message; PostgreSQL ends it with \n, csv with \r\n.
-        out.write(bytes(data[:-1]).decode() + "\r\n")
-        tick()
-
-
 def write_jsonl(rows: Iterable[tuple[Any, ...]], out: _Writable, tick: Callable[[], None]) -> None:
     for values in rows:
         out.write(json.dumps(as_record(values), separators=(",", ":")) + "\n")
         tick()
-
-
-# PostgreSQL expressions giving exactly what csv_cells() writes: times as
-# iso_utc() (microseconds only when there are any), costs with 6 places, the
-# booleans as true/false, text through safe_cell, and empty text as an empty
-# (NULL) cell, because COPY quotes an empty string ("") where csv writes nothing.
-_COPY_SQL = {
-    "time": (
-        "to_char(%(t)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
-        "CASE WHEN to_char(%(t)s AT TIME ZONE 'UTC', 'US') = '000000' THEN '' "
-        "ELSE '.' || to_char(%(t)s AT TIME ZONE 'UTC', 'US') END || 'Z'"
-    ),
-    **dict.fromkeys(_BOOLEAN_COLUMNS, "CASE WHEN %(t)s THEN 'true' ELSE 'false' END"),
-}
-
-
-def copy_csv_rows(records: UsageRecordQuerySet) -> Iterator[memoryview]:
-    """The ledger rows as CSV lines (each ending in \\n) from PostgreSQL's COPY."""
-    table = UsageRecord._meta.db_table
-    columns = []
-    for column, field in zip(COLUMNS, FIELD_NAMES, strict=True):
-        model_field = UsageRecord._meta.get_field(field)
-        assert isinstance(model_field, Field)
-        ref = f'"{table}"."{model_field.column}"'
-        if column in _COPY_SQL:
-            columns.append(_COPY_SQL[column] % {"t": ref})
-        elif column in _TEXT_COLUMNS:
-            columns.append(safe_cell_sql(f"NULLIF({ref}, '')"))
-        else:
-            columns.append(ref)
-    # Django compiles the filters and the order; only the select list is ours.
-    query = records.values_list("id")
-    sql, params = query.query.sql_with_params()
-    select_end = sql.index(" FROM ")
-    sql = "SELECT " + ", ".join(columns) + sql[select_end:]
-    with connection.cursor() as cursor:
-        raw = cursor.cursor  # psycopg's own cursor, under Django's wrapper
-        with raw.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", params) as copy:
-            yield from copy
 
 
 class Command(BaseCommand):
@@ -234,15 +184,9 @@ class Command(BaseCommand):
             )
             records = records.exclude(outcome=Status.GENERATING)
         output: str | None = opts["output"]
-        write: Callable[[_Writable, Callable[[], None]], None]
-        rows = None
-        if opts["format"] == "csv" and connection.vendor == "postgresql":
-            # The same bytes, formatted by PostgreSQL (COPY): several times faster.
-            write = functools.partial(write_csv_copy, records)
-        else:
-            writer = write_csv if opts["format"] == "csv" else write_jsonl
-            rows = self._rows(records)
-            write = functools.partial(writer, rows)
+        writer = write_csv if opts["format"] == "csv" else write_jsonl
+        rows = self._rows(records)
+        write = functools.partial(writer, rows)
         if output is None:
             if not self._write_stdout(write, rows):
                 raise SystemExit(EXIT_BROKEN_PIPE)
@@ -289,7 +233,7 @@ class Command(BaseCommand):
     def _write_stdout(
         self,
         write: Callable[[_Writable, Callable[[], None]], None],
-        rows: Generator[tuple[Any, ...]] | None,
+        rows: Generator[tuple[Any, ...]],
     ) -> bool:
         """Write the export to stdout; False when the reader went away before its end
         (`export_usage | head -1`)."""
@@ -300,10 +244,9 @@ class Command(BaseCommand):
             pass
         else:
             return True
-        # Closed now, while the database connection is still open (a COPY is
-        # cancelled as the writer's frame goes with the exception).
-        if rows is not None:
-            rows.close()
+        # Closed now, while the database connection is still open: on PostgreSQL
+        # this closes the server-side cursor.
+        rows.close()
         # Python flushes stdout once more at exit, into the same closed pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return False
