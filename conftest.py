@@ -174,37 +174,52 @@ def prices(db: None) -> None:
     load_fixture(ModelPrice)
 
 
+class LiveServer:
+    """The project's ASGI application under uvicorn, on a loopback port, on an
+    event loop of its own in a thread of this process: to the app, one worker
+    process (streaming and disconnects behave as in production)."""
+
+    def __init__(self) -> None:
+        import threading
+        import time
+
+        import uvicorn
+        from django.core.asgi import get_asgi_application
+
+        config = uvicorn.Config(
+            get_asgi_application(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
 @pytest.fixture
 def asgi_live_server(transactional_db: None) -> Any:
-    """The project's ASGI application under uvicorn, on a loopback port, in this
-    process (so it shares the test database): streaming and disconnects behave as
-    in production, which a WSGI live server cannot show."""
-    import threading
-    import time
+    """A LiveServer sharing the test database (a WSGI live server cannot show
+    streaming and disconnects)."""
+    server = LiveServer()
+    yield server
+    server.stop()
 
-    import uvicorn
 
-    from llmchat.handlers import ASGIHandler
-
-    config = uvicorn.Config(
-        ASGIHandler(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-
-    class Live:
-        url = f"http://127.0.0.1:{port}"
-
-    yield Live()
-    server.should_exit = True
-    thread.join(timeout=10)
+@pytest.fixture
+def second_live_server(asgi_live_server: Any) -> Any:
+    """Another LiveServer: a second worker process, as far as the app can tell."""
+    server = LiveServer()
+    yield server
+    server.stop()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

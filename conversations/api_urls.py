@@ -5,6 +5,8 @@ from llmchat import converters  # noqa: F401  (registers <id:...>)
 
 urlpatterns = [
     path("chat", api.chat, name="api-chat"),
+    path("chat/<id:message_id>/events", api.chat_events, name="api-chat-events"),
+    path("chat/<id:message_id>/stop", api.chat_stop, name="api-chat-stop"),
     path("conversations", api.conversation_list, name="api-conversations"),
     path("conversations/<id:pk>", api.conversation_detail, name="api-conversation"),
     path("conversations/<id:pk>/export", api.conversation_export, name="api-conversation-export"),

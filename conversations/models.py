@@ -92,6 +92,9 @@ class Message(models.Model):
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.CharField(max_length=500, blank=True)
     client_message_id = models.CharField(max_length=64, blank=True)
+    # Stop was asked for while it generated (from any tab): the process that runs
+    # the generation reads it at its checkpoints.
+    stop_requested = models.BooleanField(default=False)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:

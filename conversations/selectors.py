@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
+from django.http import Http404
 
 from conversations import budgets
 from conversations.models import Conversation, Message, UsageRecord
-from conversations.services import conversation_for_user
 from pricing.models import FALLBACK_MODEL, ModelPrice, prices_for
 from providers import registry
 from providers.keys import Listing
@@ -22,6 +22,15 @@ from providers.models import ProviderKey
 
 if TYPE_CHECKING:
     from accounts.models import User
+
+
+def conversation_for_user(user: User, pk: object) -> Conversation:
+    """The user's conversation, or 404 — for anyone else's too."""
+    try:
+        return Conversation.objects.for_user(user).get(pk=int(str(pk)))
+    except (Conversation.DoesNotExist, ValueError):
+        raise Http404("No such conversation.") from None
+
 
 ZERO = Value(Decimal(0), output_field=DecimalField(max_digits=18, decimal_places=6))
 

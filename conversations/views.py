@@ -9,7 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from conversations import budgets, selectors, services
+from conversations import budgets, selectors
 
 
 @login_required
@@ -17,8 +17,6 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     user: Any = request.user
     detail = None
     if pk is not None:
-        services.conversation_for_user(user, pk)  # 404 before touching anything
-        services.sweep_stale_streams(conversation_id=pk)
         detail = selectors.conversation_detail(user, pk)
     models = selectors.models_for_user(user)
     picker = [

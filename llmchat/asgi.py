@@ -2,16 +2,10 @@
 
 import os
 
-import django
+from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmchat.settings")
-django.setup(set_prefix=False)
-
-# Django's handler, but each request is one sync call in a worker thread
-# (llmchat/handlers.py says why).
-from llmchat.handlers import ASGIHandler  # noqa: E402
-
-application = ASGIHandler()
+application = get_asgi_application()
 
 # Load what a first request would (the SDKs, the URLconf, the templates) in each
 # worker before it takes requests.

@@ -4,7 +4,7 @@ start a turn through the service."""
 import json
 from typing import Any
 
-from conversations import services
+from conversations import turns
 
 
 def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -36,7 +36,7 @@ def names(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return [name for name, _ in events]
 
 
-def start(user: Any, **kwargs: Any) -> services.Turn:
+def start(user: Any, **kwargs: Any) -> Any:
     """chat_start for `user`: a new conversation with OpenAI's gpt-4o, "Hi", unless told."""
     params: dict[str, Any] = {
         "user": user,
@@ -46,4 +46,4 @@ def start(user: Any, **kwargs: Any) -> services.Turn:
         "message": "Hi",
     }
     params.update(kwargs)
-    return services.chat_start(**params)
+    return turns.chat_start(**params)

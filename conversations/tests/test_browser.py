@@ -198,3 +198,37 @@ def test_the_picker_shows_what_the_provider_lists_beyond_the_price_table(
     # Reloaded, the conversation's model is still the one selected.
     page.reload()
     assert page.input_value("#model-picker") == "openai|gpt-mock-mini"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_reply_goes_on_through_a_reload_and_its_cost_shows(
+    asgi_page: Any, mock_provider: Any, prices: None
+) -> None:
+    from providers import keys
+
+    page = asgi_page
+    user = make_user("rita@example.com")
+    keys.provider_key_save(user=user, provider="openai", key=KEY)
+    mock_provider.configure(reply_tokens=40, tokens_per_second=10, input_tokens=100)  # ~4 s
+    page.goto("/accounts/login/")
+    page.fill("input[name=login]", "rita@example.com")
+    page.fill("input[name=password]", FIXTURE_PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url("**/")
+    page.select_option("#model-picker", "openai|gpt-4o")
+    page.fill("#message-input", "Keep going")
+    page.keyboard.press("Enter")
+    page.locator(".message-assistant .message-body.streaming").wait_for()
+    page.wait_for_function(
+        "document.querySelector('.message-assistant .message-body').textContent.length > 20"
+    )
+    page.reload()  # mid-reply: the page follows the reply again from the server
+    assert Message.objects.get(role="assistant").status == "generating"
+    page.locator(".message-assistant .meta-cost").wait_for(timeout=15_000)
+    reply = Message.objects.get(role="assistant")
+    assert reply.status == "complete"
+    shown = page.locator(".message-assistant .raw-content").evaluate("t => t.content.textContent")
+    assert shown == reply.content
+    assert page.locator(".message-assistant").count() == 1
+    screenshot(page, "reattached")

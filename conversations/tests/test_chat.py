@@ -9,11 +9,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from conversations import api, services
+from conversations import streaming, turns
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.tests.helpers import chat, names, parse_sse
 from providers import keys
-from providers.base import TextDelta
 
 pytestmark = [pytest.mark.anyio, pytest.mark.django_db(transaction=True)]
 
@@ -93,13 +92,13 @@ async def test_a_busy_process_sends_each_reply_in_fewer_larger_events(
         return [d["text"] for name, d in events if name == "delta"]
 
     alone = await deltas()  # 1 reply: 0.05 s apart
-    monkeypatch.setattr(api._Relaying, "streams", 59)  # 60 replies: each 0.6 s apart
+    monkeypatch.setattr(streaming._Followers, "count", 59)  # 60 replies: each 0.6 s apart
     busy = await deltas()
     assert busy[0] == "w0"  # the first token is still not held back
     assert "".join(busy) == "".join(alone) == " ".join(words)
     assert len(alone) >= 5
     assert len(busy) <= 3
-    assert api._Relaying.streams == 59  # the reply's own count was given back
+    assert streaming._Followers.count == 59  # the reply's own count was given back
 
 
 async def test_a_reply_counts_as_relayed_from_its_first_token_to_its_end(
@@ -113,16 +112,16 @@ async def test_a_reply_counts_as_relayed_from_its_first_token_to_its_end(
 
     async def watch() -> None:
         await asyncio.sleep(0.2)
-        counts["waiting"] = api._Relaying.streams
+        counts["waiting"] = streaming._Followers.count
         await asyncio.sleep(0.4)
-        counts["streaming"] = api._Relaying.streams
+        counts["streaming"] = streaming._Followers.count
 
     watcher = asyncio.ensure_future(watch())
     _, events = await chat(signed_in, provider="openai", model="gpt-4o")
     await watcher
     assert events[-1][0] == "done"
     assert counts == {"waiting": 0, "streaming": 1}
-    assert api._Relaying.streams == 0
+    assert streaming._Followers.count == 0
 
 
 async def test_a_reply_is_saved_on_the_save_threads_not_the_loop_s_default_ones(
@@ -132,18 +131,18 @@ async def test_a_reply_is_saved_on_the_save_threads_not_the_loop_s_default_ones(
     # saves waiting for a database connection must not hold them.
     import threading
 
-    real = api._finish_turn
+    real = streaming._finish_turn
     names: list[str] = []
 
     def finish(**kwargs: Any) -> Any:
         names.append(threading.current_thread().name)
         return real(**kwargs)
 
-    monkeypatch.setattr(api, "_finish_turn", finish)
+    monkeypatch.setattr(streaming, "_finish_turn", finish)
     _, events = await chat(signed_in, provider="openai", model="gpt-4o")
     assert events[-1][0] == "done"
     assert len(names) == 1
-    assert names[0].startswith("chat-save")
+    assert names[0].startswith("chat-db")
 
 
 def test_the_flush_interval_is_each_reply_s_share_of_the_process_s_events(
@@ -153,13 +152,13 @@ def test_the_flush_interval_is_each_reply_s_share_of_the_process_s_events(
     settings.CHAT_STREAM_EVENTS_PER_SECOND = 1000
     cases = [(0, 0.05), (1, 0.05), (50, 0.05), (100, 0.1), (400, 0.4), (5000, 1.0)]
     for streams, interval in cases:  # at most MAX_FLUSH_SECONDS apart
-        monkeypatch.setattr(api._Relaying, "streams", streams)
-        assert api.flush_interval() == pytest.approx(interval)
+        monkeypatch.setattr(streaming._Followers, "count", streams)
+        assert streaming.flush_interval() == pytest.approx(interval)
     settings.CHAT_STREAM_EVENTS_PER_SECOND = 0  # no limit
-    assert api.flush_interval() == 0.05
+    assert streaming.flush_interval() == 0.05
     settings.CHAT_STREAM_FLUSH_SECONDS = 0  # one event per chunk, whatever the load
     settings.CHAT_STREAM_EVENTS_PER_SECOND = 1000
-    assert api.flush_interval() == 0
+    assert streaming.flush_interval() == 0
 
 
 async def test_without_coalescing_each_chunk_is_an_event(
@@ -395,17 +394,19 @@ async def test_a_stale_generating_reply_is_swept(signed_in: Any, alice: Any, set
     long_ago = timezone.now() - timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 65)
     stuck = await unfinished_reply(conversation.pk, created=long_ago, content="half a rep")
     await Conversation.objects.filter(pk=conversation.pk).aupdate(
-        busy_until=timezone.now() + timedelta(minutes=5)
+        busy_until=long_ago + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS)
     )
     response = await signed_in.get(f"/api/conversations/{conversation.pk}")
     assert response.status_code == 200
     await stuck.arefresh_from_db()
+    assert stuck.status == "generating"  # a GET writes nothing
+    # The next message in the conversation sweeps it first.
+    again, _ = await chat(signed_in, conversation=conversation.pk, message="still there?")
+    assert again.status_code == 200
+    await stuck.arefresh_from_db()
     assert stuck.status == "partial"
     assert stuck.error_code == "unavailable"
     assert await UsageRecord.objects.filter(message=stuck, estimated=True).aexists()
-    # ...and the conversation is free again.
-    again, _ = await chat(signed_in, conversation=conversation.pk, message="still there?")
-    assert again.status_code == 200
 
 
 async def test_sending_into_a_conversation_a_dead_stream_left_sweeps_it_first(
@@ -619,24 +620,11 @@ async def test_absurd_dates_and_nul_characters_are_400s(signed_in: Any) -> None:
     assert (await signed_in.get("/api/conversations?q=a%00b")).status_code == 200
 
 
-async def test_a_racing_duplicate_client_message_id_is_refused_not_answered_twice(
-    signed_in: Any, alice: Any, monkeypatch: Any, settings: Any
-) -> None:
-    settings.DEMO_TOKEN_DELAY = 0
-    await chat(signed_in, client_message_id="dup-1")
-    # As if the second request had looked before the first committed.
-    monkeypatch.setattr(services, "_turn_for_client_id", lambda *a: None)
-    response, _ = await chat(signed_in, client_message_id="dup-1")
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "in_progress"
-    assert await Message.objects.filter(client_message_id="dup-1").acount() == 1
-
-
 async def test_a_swept_turn_finishing_late_does_not_unlock_a_newer_turn(
     signed_in: Any, alice: Any, settings: Any
 ) -> None:
     settings.DEMO_TOKEN_DELAY = 0
-    turn = await sync_to_async(services.chat_start)(
+    turn = await sync_to_async(turns.chat_start)(
         user=alice, conversation_id=None, provider="demo", model="demo-echo", message="one"
     )
     await Message.objects.filter(pk=turn.assistant_message.pk).aupdate(
@@ -644,7 +632,7 @@ async def test_a_swept_turn_finishing_late_does_not_unlock_a_newer_turn(
     )  # as if the sweeper had closed it
     locked_until = timezone.now() + timedelta(minutes=5)
     await Conversation.objects.filter(pk=turn.conversation.pk).aupdate(busy_until=locked_until)
-    await sync_to_async(services.chat_finish)(
+    await sync_to_async(turns.chat_finish)(
         turn=turn, text="late", status="complete", usage=None, usage_final=False
     )
     conversation = await Conversation.objects.aget(pk=turn.conversation.pk)
@@ -675,28 +663,3 @@ async def test_a_reply_is_cut_before_the_sweeper_could_take_it_for_dead(
     assert body["status"] == "partial"
     assert 0 < len(body["content"].split()) < 100
     assert (await Conversation.objects.aget(pk=events[0][1]["conversation"])).busy_until is None
-
-
-async def test_text_does_not_wake_a_relay_that_holds_text_for_its_next_delta() -> None:
-    import asyncio
-
-    from providers.base import Finish
-
-    inbox = api._Inbox()
-    loop = asyncio.get_running_loop()
-    inbox.coalescing = True
-    waiting = asyncio.ensure_future(inbox.wait(loop.time() + 5))
-    await asyncio.sleep(0)
-    inbox.put(TextDelta("more"))  # joins the next delta, due later
-    await asyncio.sleep(0.01)
-    assert not waiting.done()
-    inbox.put(Finish("stop"))  # the end does not wait for the next delta
-    await asyncio.wait_for(waiting, 1)
-    assert [type(e) for e in inbox.events] == [TextDelta, Finish]
-    # Waiting for the first text, any text wakes it.
-    inbox.events.clear()
-    inbox.coalescing = False
-    waiting = asyncio.ensure_future(inbox.wait(loop.time() + 5))
-    await asyncio.sleep(0)
-    inbox.put(TextDelta("first"))
-    await asyncio.wait_for(waiting, 1)

@@ -12,7 +12,7 @@ from django.http import Http404
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from conversations import services
+from conversations import turns
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.tests.helpers import start
 from providers import keys
@@ -32,15 +32,15 @@ def keyed(alice: Any, prices: None) -> Any:
     return alice
 
 
-def finish(turn: services.Turn) -> None:
-    services.chat_finish(
+def finish(turn: turns.Turn) -> None:
+    turns.chat_finish(
         turn=turn,
         text="Hello!",
         status="complete",
         usage=Usage(input_tokens=10, output_tokens=5),
         usage_final=True,
     )
-    services.release_turn(turn)
+    turns.release_turn(turn)
 
 
 def statements(queries: CaptureQueriesContext) -> list[str]:
@@ -66,8 +66,10 @@ def test_continuing_a_conversation_takes_few_queries_after_the_key(keyed: Any) -
     assert statements(queries) == [
         "SELECT providers_providerkey",
         "SELECT pricing_modelprice",  # the price, also what the finish uses
-        # Taken (busy_until), updated for the turn and read back: one query.
-        "UPDATE conversations_conversation RETURNING",
+        "SELECT accounts_user",  # locked: a second send of this message id waits here
+        "SELECT conversations_message",  # was this message id sent before?
+        "SELECT conversations_conversation",  # locked, to be taken
+        "UPDATE conversations_conversation",  # taken (busy_until), updated for the turn
         "SELECT conversations_message",  # the history
         "INSERT conversations_message RETURNING",  # the user's message and the reply's row
         "INSERT conversations_usagerecord RETURNING",  # the call, opened
@@ -115,7 +117,7 @@ def test_a_retry_in_its_conversation_is_answered_again_not_twice(keyed: Any, set
     finish(asked)
     # The client never saw the reply and sends the message again.
     again = start(keyed, conversation_id=pk, message="Two", client_message_id="r-1")
-    assert again.replay
+    assert isinstance(again, turns.Replay)
     assert again.assistant_message.pk == asked.assistant_message.pk
     assert Message.objects.filter(conversation_id=pk).count() == 4
     assert Conversation.objects.get(pk=pk).busy_until is None  # taking it was rolled back
@@ -128,10 +130,10 @@ def test_a_retry_while_its_reply_streams_is_in_progress(keyed: Any) -> None:
     finish(first)
     pk = first.conversation.pk
     start(keyed, conversation_id=pk, message="Two", client_message_id="r-1")  # streaming
-    with pytest.raises(services.ChatRefused) as exc:
+    with pytest.raises(turns.ChatRefused) as exc:
         start(keyed, conversation_id=pk, message="Two", client_message_id="r-1")
     assert (exc.value.status, exc.value.code) == (409, "in_progress")
-    with pytest.raises(services.ChatRefused) as exc:
+    with pytest.raises(turns.ChatRefused) as exc:
         start(keyed, conversation_id=pk, message="Other", client_message_id="r-2")
     assert (exc.value.status, exc.value.code) == (409, "busy")
     assert Message.objects.filter(conversation_id=pk).count() == 4
@@ -143,9 +145,9 @@ def test_a_retry_is_answered_again_even_once_the_budget_is_spent(keyed: Any, set
     finish(asked)
     UsageRecord.objects.filter(message=asked.assistant_message).update(cost=Decimal("5"))
     again = start(keyed, message="One", client_message_id="r-1")
-    assert again.replay
+    assert isinstance(again, turns.Replay)
     assert again.assistant_message.pk == asked.assistant_message.pk
-    with pytest.raises(services.ChatRefused) as exc:
+    with pytest.raises(turns.ChatRefused) as exc:
         start(keyed, message="Something new", client_message_id="r-2")
     assert exc.value.code == "budget_exceeded"
 
@@ -171,15 +173,15 @@ def test_a_conversation_a_dead_stream_left_is_swept_then_taken(keyed: Any, setti
     assert turn.conversation.pk == pk
     assert Message.objects.get(pk=first.assistant_message.pk).status == "error"
     # A taking that has not run out is respected.
-    with pytest.raises(services.ChatRefused) as exc:
+    with pytest.raises(turns.ChatRefused) as exc:
         start(keyed, conversation_id=pk, message="Three")
     assert exc.value.code == "busy"
 
 
-def failing_history(conversation_id: int, user: Any) -> Any:
-    """For services._messages_of: reading the history fails in the database,
-    after the conversation was taken."""
-    return Message.objects.filter(pk=conversation_id).extra(where=["no_such_column = 1"])
+def failing_history(conversation: Any, **kwargs: Any) -> Any:
+    """For turns._history: reading the history fails in the database, after the
+    conversation was taken."""
+    return list(Message.objects.filter(pk=conversation.pk).extra(where=["no_such_column = 1"]))
 
 
 def test_a_failure_after_taking_the_conversation_leaves_it_free(
@@ -189,7 +191,7 @@ def test_a_failure_after_taking_the_conversation_leaves_it_free(
     finish(first)
     pk = first.conversation.pk
 
-    monkeypatch.setattr(services, "_messages_of", failing_history)
+    monkeypatch.setattr(turns, "_history", failing_history)
     with pytest.raises(DatabaseError):
         start(keyed, conversation_id=pk, message="Two")
     assert Conversation.objects.get(pk=pk).busy_until is None  # free for the next message
@@ -211,10 +213,10 @@ def test_outside_a_transaction_a_turn_commits_and_a_failure_rolls_back(
     assert [m.content for m in asked.request.messages] == ["One", "Hello!", "Two"]
     finish(asked)
     again = start(keyed, conversation_id=pk, message="Two", client_message_id="t-1")
-    assert again.replay  # the unique client id, caught and answered again
+    assert isinstance(again, turns.Replay)  # the client id seen, answered again
     assert again.assistant_message.pk == asked.assistant_message.pk
 
-    monkeypatch.setattr(services, "_messages_of", failing_history)
+    monkeypatch.setattr(turns, "_history", failing_history)
     with pytest.raises(DatabaseError):
         start(keyed, conversation_id=pk, message="Three")
     monkeypatch.undo()
@@ -255,7 +257,7 @@ def test_finishing_a_turn_saves_the_reply_settles_its_call_and_frees_the_convers
     assert Conversation.objects.get(pk=turn.conversation.pk).busy_until is None
     # A second finish (the sweeper's, say) changes nothing and frees nothing.
     Conversation.objects.filter(pk=turn.conversation.pk).update(busy_until=timezone.now())
-    services.chat_finish(turn=turn, text="Other", status="partial", usage=None, usage_final=False)
+    turns.chat_finish(turn=turn, text="Other", status="partial", usage=None, usage_final=False)
     assert UsageRecord.objects.filter(message=reply).count() == 1
     assert Message.objects.get(pk=reply.pk).content == "Hello!"
     assert Conversation.objects.get(pk=turn.conversation.pk).busy_until is not None

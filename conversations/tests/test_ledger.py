@@ -12,10 +12,10 @@ from asgiref.sync import sync_to_async
 from django.db import DataError
 from django.test import Client
 
-from conversations import services
+from conversations import services, turns
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.tests.helpers import chat, start
-from conversations.tests.test_disconnect import session_for
+from conversations.tests.test_reattach import session_for
 from providers import keys
 from providers.base import MAX_TOKENS, ProviderError, Usage
 
@@ -110,7 +110,7 @@ def keyed(alice: Any, prices: None) -> Any:
     return alice
 
 
-def finish(turn: services.Turn, **kwargs: Any) -> Message:
+def finish(turn: turns.Turn, **kwargs: Any) -> Message:
     reply: dict[str, Any] = {
         "text": "Hello!",
         "status": "complete",
@@ -119,9 +119,9 @@ def finish(turn: services.Turn, **kwargs: Any) -> Message:
     }
     reply.update(kwargs)
     try:
-        return services.chat_finish(turn=turn, **reply)
+        return turns.chat_finish(turn=turn, **reply)
     finally:
-        services.release_turn(turn)
+        turns.release_turn(turn)
 
 
 @pytest.mark.django_db
@@ -176,7 +176,7 @@ def test_a_reply_the_renderer_fails_on_is_kept_as_plain_text(
     def broken(text: str) -> str:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(services, "render_markdown", broken)
+    monkeypatch.setattr(turns, "render_markdown", broken)
     message = finish(start(keyed), text="<b>Bold</b>\n\nand more")
     message.refresh_from_db()
     assert message.status == "complete"
@@ -185,16 +185,16 @@ def test_a_reply_the_renderer_fails_on_is_kept_as_plain_text(
 
 def fail_saves(monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
     """The next `times` saves of a reply fail as the database would refuse a value."""
-    real = services._save_reply
+    real = turns._save_reply
     calls: list[str] = []
 
-    def save(turn: services.Turn, reply: dict[str, Any], settled: Any, **kwargs: Any) -> Any:
+    def save(turn: turns.Turn, reply: dict[str, Any], settled: Any, **kwargs: Any) -> Any:
         calls.append(reply["status"])
         if len(calls) <= times:
             raise DataError("value out of range")
         return real(turn, reply, settled, **kwargs)
 
-    monkeypatch.setattr(services, "_save_reply", save)
+    monkeypatch.setattr(turns, "_save_reply", save)
     return calls
 
 
@@ -277,7 +277,7 @@ def sweep_later(monkeypatch: pytest.MonkeyPatch, settings: Any) -> int:
 
     later = timezone.now() + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 61)
     monkeypatch.setattr(timezone, "now", lambda: later)
-    return services.sweep_stale_streams()
+    return turns.sweep_stale_replies()
 
 
 @pytest.mark.django_db
@@ -430,6 +430,6 @@ def test_a_failed_call_without_text_is_billed_unless_it_was_turned_away(
 def test_a_call_in_flight_counts_against_the_budget(keyed: Any, settings: Any) -> None:
     settings.DEFAULT_MONTHLY_BUDGET = "0.002"
     start(keyed, message="x" * 4000)  # sends about $0.0025 of input; still streaming
-    with pytest.raises(services.ChatRefused) as refused:
+    with pytest.raises(turns.ChatRefused) as refused:
         start(keyed, message="And another thing")
     assert refused.value.code == "budget_exceeded"

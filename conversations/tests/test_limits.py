@@ -8,8 +8,8 @@ import pytest
 from django.http import Http404
 from django.utils import timezone
 
-from conversations import budgets, services
-from conversations.models import UsageRecord
+from conversations import budgets, turns
+from conversations.models import Conversation, Message, UsageRecord
 from conversations.tests.helpers import start
 from providers import keys
 from providers.base import Usage
@@ -30,15 +30,15 @@ def spend(
     )
 
 
-def finish(turn: services.Turn, output_tokens: int = 100_000) -> None:
-    services.chat_finish(
+def finish(turn: turns.Turn, output_tokens: int = 100_000) -> None:
+    turns.chat_finish(
         turn=turn,
         text="ok",
         status="complete",
         usage=Usage(input_tokens=1000, output_tokens=output_tokens),
         usage_final=True,
     )
-    services.release_turn(turn)
+    turns.release_turn(turn)
 
 
 @pytest.fixture
@@ -53,13 +53,13 @@ def test_over_budget_is_refused_with_the_limit_and_the_reset_date(
 ) -> None:
     settings.DEFAULT_MONTHLY_BUDGET = "5"
     spend(keyed, "5.00")
-    with pytest.raises(services.ChatRefused) as exc:
+    with pytest.raises(turns.ChatRefused) as exc:
         start(keyed)
     assert exc.value.status == 402
     assert exc.value.code == "budget_exceeded"
     assert "$5" in exc.value.message
     assert "resets on" in exc.value.message
-    assert not services.Message.objects.exists()
+    assert not Message.objects.exists()
 
 
 @pytest.mark.django_db
@@ -87,7 +87,7 @@ def test_the_server_key_allowance_is_separate(alice: Any, prices: None, settings
     settings.OPENAI_API_KEY = "sk-server-0000000000000000"
     settings.SERVER_KEY_MONTHLY_BUDGET = "2"
     spend(alice, "2.00", key_source="server")
-    with pytest.raises(services.ChatRefused) as exc:
+    with pytest.raises(turns.ChatRefused) as exc:
         start(alice)
     assert exc.value.status == 402
     assert exc.value.code == "server_budget_exceeded"
@@ -105,7 +105,7 @@ def test_the_budget_resets_at_the_month_boundary(
     last_minute = datetime(2026, 11, 30, 23, 59, 30, tzinfo=UTC)
     monkeypatch.setattr(timezone, "now", lambda: last_minute)
     spend(keyed, "5.00", when=last_minute - timedelta(hours=1))
-    with pytest.raises(services.ChatRefused) as exc:
+    with pytest.raises(turns.ChatRefused) as exc:
         start(keyed)
     assert "December 1, 2026" in exc.value.message
     first_minute = datetime(2026, 12, 1, 0, 0, 5, tzinfo=UTC)
@@ -121,12 +121,12 @@ def test_concurrent_calls_overshoot_by_at_most_one_call_each(keyed: Any, setting
     settings.DEFAULT_MONTHLY_BUDGET = "1"
     settings.CHAT_MAX_CONCURRENT_STREAMS = 3
     spend(keyed, "0.99")
-    turns = [start(keyed, message=f"q{i}") for i in range(3)]  # all admitted at $0.99
-    with pytest.raises(services.ChatRefused) as exc:
+    started = [start(keyed, message=f"q{i}") for i in range(3)]  # all admitted at $0.99
+    with pytest.raises(turns.ChatRefused) as exc:
         start(keyed, message="fourth")
     assert exc.value.code == "too_many_streams"
     per_call = Decimal("0")
-    for turn in turns:
+    for turn in started:
         finish(turn)
         cost = UsageRecord.objects.filter(message=turn.assistant_message).get().cost
         assert cost is not None
@@ -134,7 +134,7 @@ def test_concurrent_calls_overshoot_by_at_most_one_call_each(keyed: Any, setting
     total = budgets.month_spend(keyed).total
     assert total > Decimal("1")
     assert total <= Decimal("1") + 3 * per_call
-    with pytest.raises(services.ChatRefused) as refused:
+    with pytest.raises(turns.ChatRefused) as refused:
         start(keyed, message="after")
     assert refused.value.code == "budget_exceeded"
 
@@ -155,7 +155,7 @@ def test_requests_per_minute(keyed: Any, settings: Any) -> None:
     settings.CHAT_RATE_LIMIT = "3/m"
     for i in range(3):
         finish(start(keyed, message=f"m{i}"))
-    with pytest.raises(services.ChatRefused) as exc:
+    with pytest.raises(turns.ChatRefused) as exc:
         start(keyed, message="one too many")
     assert exc.value.status == 429
     assert exc.value.code == "rate_limited"
@@ -167,9 +167,7 @@ def test_requests_per_minute(keyed: Any, settings: Any) -> None:
 @pytest.mark.django_db
 def test_a_refused_turn_gives_its_stream_slot_back(keyed: Any, bob: Any, settings: Any) -> None:
     settings.CHAT_MAX_CONCURRENT_STREAMS = 1
-    conversation = services.Conversation.objects.create(
-        user=bob, provider="demo", model="demo-echo"
-    )
+    conversation = Conversation.objects.create(user=bob, provider="demo", model="demo-echo")
     with pytest.raises(Http404):  # bob's conversation
         start(keyed, conversation_id=conversation.pk)
     finish(start(keyed))  # the slot is free

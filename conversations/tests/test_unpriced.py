@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from conversations import services
+from conversations import turns
 from conversations.models import Message, UsageRecord
 from conversations.tests.helpers import start
 from llmchat.settings import _fallback_prices
@@ -22,15 +22,15 @@ pytestmark = pytest.mark.django_db
 UNPRICED = "o1-pro"
 
 
-def finish(turn: services.Turn, input_tokens: int = 10_000, output_tokens: int = 1000) -> Message:
-    message = services.chat_finish(
+def finish(turn: turns.Turn, input_tokens: int = 10_000, output_tokens: int = 1000) -> Message:
+    message = turns.chat_finish(
         turn=turn,
         text="ok",
         status="complete",
         usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
         usage_final=True,
     )
-    services.release_turn(turn)
+    turns.release_turn(turn)
     return message
 
 
@@ -45,8 +45,8 @@ def own_key(alice: Any) -> Any:
     return alice
 
 
-def refused(user: Any, **kwargs: Any) -> services.ChatRefused:
-    with pytest.raises(services.ChatRefused) as exc:
+def refused(user: Any, **kwargs: Any) -> turns.ChatRefused:
+    with pytest.raises(turns.ChatRefused) as exc:
         start(user, model=UNPRICED, **kwargs)
     return exc.value
 
@@ -92,7 +92,7 @@ def test_twelve_calls_on_a_cent_are_not_all_admitted_once_a_fallback_prices_them
         try:
             finish(start(alice, model=UNPRICED))
             outcomes.append("admitted")
-        except services.ChatRefused as exc:
+        except turns.ChatRefused as exc:
             outcomes.append(exc.code)
     assert outcomes == ["admitted"] + ["server_budget_exceeded"] * 11
     record = UsageRecord.objects.get()
@@ -146,7 +146,7 @@ def test_a_replayed_message_is_answered_even_if_its_model_lost_its_price(
     first = finish(start(alice, model=UNPRICED, client_message_id="m-1"))
     settings.FALLBACK_PRICES = {}
     again = start(alice, model=UNPRICED, client_message_id="m-1")
-    assert again.replay
+    assert isinstance(again, turns.Replay)
     assert again.assistant_message.pk == first.pk
 
 

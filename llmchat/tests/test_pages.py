@@ -64,46 +64,6 @@ def test_static_files_are_served(client: Client) -> None:
     assert b"--accent" in b"".join(response.streaming_content)  # type: ignore[attr-defined]
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.anyio
-async def test_a_request_is_one_trip_to_a_worker_thread(alice: Any, monkeypatch: Any) -> None:
-    # Django's own ASGI handler runs each MiddlewareMixin middleware in async
-    # mode, with a trip to a thread for every process_request / process_view /
-    # process_response (about twenty a request here); ours runs the stack in one.
-    import asyncio
-
-    from asgiref.sync import SyncToAsync, sync_to_async
-
-    from llmchat.handlers import ASGIHandler
-    from llmchat.tests.asgi import http_scope, receive_then_leave, session_key
-
-    session = await sync_to_async(session_key)(alice)
-    scope = http_scope("GET", "/api/conversations", session)
-    messages: list[dict[str, Any]] = []
-    done = asyncio.Event()
-    receive = receive_then_leave(b"", done)
-
-    async def send(message: Any) -> None:
-        messages.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body"):
-            done.set()
-
-    handler = ASGIHandler()
-    trips: list[str] = []
-    real_call = SyncToAsync.__call__
-
-    async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(getattr(self.func, "__qualname__", repr(self.func)))
-        return await real_call(self, *args, **kwargs)
-
-    monkeypatch.setattr(SyncToAsync, "__call__", counting)
-    await handler(scope, receive, send)
-    assert messages[0]["status"] == 200
-    # The request itself (request_started included), and closing the response.
-    assert len(trips) == 2, trips
-    assert "sync_send" not in " ".join(trips)  # no trip of its own for a signal
-
-
 @pytest.mark.django_db
 @pytest.mark.anyio
 async def test_static_files_are_served_under_asgi(async_client: Any) -> None:

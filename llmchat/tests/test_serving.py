@@ -150,35 +150,40 @@ def test_it_logs_json_lines_with_request_ids(server: tuple[int, Path]) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_streamed_response_gives_its_database_connection_back_when_the_view_returns(
-    alice: Any, mock_provider: Any
+@pytest.mark.anyio
+async def test_a_chat_request_gives_its_database_connection_back_before_the_reply_streams(
+    alice: Any, mock_provider: Any, monkeypatch: Any
 ) -> None:
-    # A chat reply streams for seconds to minutes, on the event loop; holding the
-    # request's connection for all of it capped open streams at the pool size.
-    import json
+    # A reply streams for seconds to minutes; holding the request's connection
+    # for all of it would cap open replies at the pool's size.
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+    from django.test import AsyncClient
 
-    from django.db import connection
-    from django.test import RequestFactory
-
-    from llmchat.handlers import ASGIHandler
-    from llmchat.tests.asgi import session_key
+    from conversations import turns
     from providers import keys
 
-    keys.provider_key_save(user=alice, provider="openai", key="sk-test-0000000000000000")
-    request = RequestFactory().post(
-        "/api/chat",
-        json.dumps(
-            {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Hi"}
-        ),
-        content_type="application/json",
+    await sync_to_async(keys.provider_key_save)(
+        user=alice, provider="openai", key="sk-test-0000000000000000"
     )
-    request.COOKIES["sessionid"] = session_key(alice)
-    request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
-    connection.ensure_connection()
-    response = ASGIHandler()._get_response_sync(request)
-    assert response.streaming
-    assert connection.connection is None  # closed: back to the pool
-    response.close()  # never read: the turn is closed as stopped
+    mock_provider.configure(reply_tokens=200, tokens_per_second=100)
+    request_connections: list[Any] = []
+    real_start = turns.chat_start
+
+    def chat_start(**kwargs: Any) -> Any:
+        request_connections.append(connections["default"])  # this thread's
+        return real_start(**kwargs)
+
+    monkeypatch.setattr(turns, "chat_start", chat_start)
+    client = AsyncClient()
+    await sync_to_async(client.force_login)(alice)
+    body = {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Hi"}
+    response = await client.post("/api/chat", body, content_type="application/json")
+    chunks = aiter(response.streaming_content)
+    assert b"event: start" in await anext(chunks)
+    assert request_connections[0].connection is None  # closed: back to the pool
+    async for _ in chunks:  # the reply goes on to its end all the same
+        pass
 
 
 def test_a_worker_hides_what_it_loaded_at_start_from_the_garbage_collector() -> None:

@@ -226,12 +226,14 @@
         const block = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
         let name = "message";
+        let id = null;
         const data = [];
         for (const line of block.split("\n")) {
           if (line.startsWith("event: ")) name = line.slice(7);
+          else if (line.startsWith("id: ")) id = line.slice(4);
           else if (line.startsWith("data: ")) data.push(line.slice(6));
         }
-        if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+        if (data.length) onEvent(name, JSON.parse(data.join("\n")), id);
       }
     }
   }
@@ -314,8 +316,7 @@
     };
     controller = new AbortController();
     setBusy(true);
-    let settled = false;
-    const streamed = bubble.querySelector(".message-body");
+    const follower = { bubble, cursor: "0", settled: false };
     try {
       const response = await fetch("/api/chat", {
         method: "POST",
@@ -336,7 +337,7 @@
         showBanner(error.message, error.code);
         return;
       }
-      await readEvents(response, (name, data) => {
+      await readEvents(response, (name, data, id) => {
         if (name === "start") {
           if (!conversationId) {
             conversationId = data.conversation;
@@ -348,48 +349,77 @@
           if (userLi && data.user_message) userLi.dataset.id = data.user_message;
           bubble.dataset.id = data.message;
           if (data.title) title.textContent = data.title;
-        } else if (name === "delta") {
-          streamed.appendChild(document.createTextNode(data.text));
-          bubble.scrollIntoView({ block: "end" });
-        } else if (name === "done") {
-          settle(bubble, data);
-          settled = true;
-        } else if (name === "error") {
-          if (data.status) settle(bubble, data);
-          settled = true;
-          showBanner(data.message, data.code);
+        } else {
+          onReplyEvent(follower, name, data, id);
         }
       });
+      // The connection dropped mid-reply: the reply goes on on the server.
+      if (!follower.settled && bubble.dataset.id) await reattach(follower);
     } catch (err) {
-      if (err.name !== "AbortError") {
-        showBanner("The connection was lost. What arrived is kept.", "network");
-      }
+      if (err.name !== "AbortError" && bubble.dataset.id) await reattach(follower);
+      else if (err.name !== "AbortError") showBanner("The connection was lost.", "network");
     } finally {
       controller = null;
       setBusy(false);
       input.focus();
     }
-    if (!settled) {
-      bubble.className = "message message-assistant status-stopped";
-      // The server saved what arrived; show it as saved.
-      const saved = await refreshMessage(bubble.dataset.id);
-      if (saved) settle(bubble, saved);
-    }
     await refreshConversation();
   }
 
-  async function refreshMessage(id) {
-    if (!conversationId || !id) return null;
-    // The server finishes saving a stopped reply right after the disconnect.
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const response = await fetch("/api/conversations/" + conversationId);
-      if (!response.ok) return null;
-      const c = await response.json();
-      const m = c.messages.find((x) => String(x.id) === String(id));
-      if (m && m.status !== "generating") return m;
-      await new Promise((resolve) => setTimeout(resolve, 200));
+  // A reply's events after `start`, on the first stream or on a reattached one.
+  function onReplyEvent(follower, name, data, id) {
+    const streamed = follower.bubble.querySelector(".message-body");
+    if (id !== null) follower.cursor = id;
+    if (name === "delta") {
+      streamed.appendChild(document.createTextNode(data.text));
+      follower.bubble.scrollIntoView({ block: "end" });
+    } else if (name === "done") {
+      settle(follower.bubble, data);
+      follower.settled = true;
+    } else if (name === "error") {
+      if (data.status) settle(follower.bubble, data);
+      follower.settled = true;
+      showBanner(data.message, data.code);
     }
-    return null;
+  }
+
+  // Follow a reply from where this page left it (a dropped connection, a reload):
+  // the server keeps generating it whatever happens to the page.
+  async function reattach(follower) {
+    for (let attempt = 0; attempt < 30 && !follower.settled; attempt++) {
+      try {
+        const response = await fetch("/api/chat/" + follower.bubble.dataset.id + "/events", {
+          headers: { Accept: "text/event-stream", "Last-Event-ID": follower.cursor },
+        });
+        if (response.status === 404) break;
+        if (response.ok) {
+          await readEvents(response, (name, data, id) => onReplyEvent(follower, name, data, id));
+          continue;
+        }
+      } catch (e) {
+        /* offline for now: try again */
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(500 * (attempt + 1), 5000)));
+    }
+    if (!follower.settled) showBanner("The connection was lost. Reload the page to see the reply.", "network");
+  }
+
+  // A reply still being written when the page loads (a reload, another tab): follow it.
+  async function resumeGenerating() {
+    const last = messages.querySelector("li.message:last-child.status-generating");
+    if (!last || !last.dataset.id) return;
+    const body = last.querySelector(".message-body");
+    body.textContent = "";
+    body.classList.add("streaming");
+    controller = new AbortController();
+    setBusy(true);
+    try {
+      await reattach({ bubble: last, cursor: "0", settled: false });
+    } finally {
+      controller = null;
+      setBusy(false);
+    }
+    await refreshConversation();
   }
 
   form.addEventListener("submit", (event) => {
@@ -407,8 +437,14 @@
     }
   });
 
-  stopButton.addEventListener("click", () => {
-    if (controller) controller.abort();
+  // Stop is asked of the server, which ends the reply for every tab following it.
+  stopButton.addEventListener("click", async () => {
+    const current = messages.querySelector("li.message-assistant.status-generating:last-child");
+    if (!current || !current.dataset.id) return;
+    await fetch("/api/chat/" + current.dataset.id + "/stop", {
+      method: "POST",
+      headers: { "X-CSRFToken": csrf },
+    });
   });
 
   messages.addEventListener("click", async (event) => {
@@ -472,4 +508,6 @@
       Array.from(list.children).reverse().forEach((li) => list.appendChild(li));
     }, 250);
   });
+
+  resumeGenerating();
 })();
