@@ -60,7 +60,7 @@ def _chat_fields(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @api_view(["POST"])
-async def chat(request: HttpRequest) -> HttpResponse:
+async def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     fields = _chat_fields(read_json(request, max_bytes=MAX_CHAT_BODY))
     try:
         started = await sync_to_async(_chat_start)(request.user, fields)
@@ -94,7 +94,7 @@ def _chat_start(user: Any, fields: dict[str, Any]) -> turns.Turn | turns.Replay:
 
 
 @api_view(["GET"])
-async def chat_events(request: HttpRequest, message_id: int) -> HttpResponse:
+async def chat_events(request: HttpRequest, message_id: int) -> StreamingHttpResponse:
     """A reply's events from a cursor on (`?after=` or the Last-Event-ID header: the
     id of the last event received): what was missed, then the rest as it comes."""
     after = _cursor(request)

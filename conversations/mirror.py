@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator
+from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -63,7 +64,9 @@ async def read(reply: Message, quiet_seconds: float) -> AsyncIterator[tuple[int,
     name = key(reply)
     last = "0-0"
     while True:
-        got = await _redis().xread({name: last}, count=1000, block=int(quiet_seconds * 1000))
+        got: Any = await _redis().xread(
+            {name: last}, count=1000, block=int(quiet_seconds * 1000)
+        )
         if not got:
             yield None
             continue

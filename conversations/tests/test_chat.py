@@ -632,6 +632,7 @@ async def test_a_swept_turn_finishing_late_does_not_unlock_a_newer_turn(
     )  # as if the sweeper had closed it
     locked_until = timezone.now() + timedelta(minutes=5)
     await Conversation.objects.filter(pk=turn.conversation.pk).aupdate(busy_until=locked_until)
+    assert isinstance(turn, turns.Turn)
     await sync_to_async(turns.chat_finish)(
         turn=turn, text="late", status="complete", usage=None, usage_final=False
     )

@@ -179,7 +179,7 @@ async def test_a_chat_request_gives_its_database_connection_back_before_the_repl
     await sync_to_async(client.force_login)(alice)
     body = {"conversation": None, "provider": "openai", "model": "gpt-4o", "message": "Hi"}
     response = await client.post("/api/chat", body, content_type="application/json")
-    chunks = aiter(response.streaming_content)
+    chunks = aiter(response.streaming_content)  # type: ignore[attr-defined]
     assert b"event: start" in await anext(chunks)
     assert request_connections[0].connection is None  # closed: back to the pool
     async for _ in chunks:  # the reply goes on to its end all the same
