@@ -81,7 +81,7 @@ async def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         "message": reply.pk,
         "title": started.conversation.title,
     }
-    return _event_stream(_sse("start", start, event_id=0), events)
+    return _event_stream(_sse("start", start, event_id=0), events, reply.pk)
 
 
 def _chat_start(user: Any, fields: dict[str, Any]) -> turns.Turn | turns.Replay:
@@ -103,7 +103,7 @@ async def chat_events(request: HttpRequest, message_id: int) -> StreamingHttpRes
         events = streaming.follow(reply, after=after)
     else:
         events = streaming.ended(reply, after)
-    return _event_stream("", events)
+    return _event_stream("", events, reply.pk)
 
 
 def _cursor(request: HttpRequest) -> int:
@@ -143,7 +143,9 @@ def _sse(event: str, data: dict[str, Any], *, event_id: int | None = None) -> st
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _event_stream(first: str, events: AsyncIterator[streaming.Event]) -> StreamingHttpResponse:
+def _event_stream(
+    first: str, events: AsyncIterator[streaming.Event], reply_id: int
+) -> StreamingHttpResponse:
     async def body() -> AsyncIterator[str]:
         if first:
             yield first
@@ -153,7 +155,7 @@ def _event_stream(first: str, events: AsyncIterator[streaming.Event]) -> Streami
                 offset = event.offset
                 yield _sse("delta", {"text": event.text}, event_id=offset)
             elif isinstance(event, streaming.Ended):
-                yield _final_event(event.message, offset)
+                yield _final_event(event.message, offset, reply_id)
             else:
                 yield ": keep-alive\n\n"
 
@@ -163,13 +165,14 @@ def _event_stream(first: str, events: AsyncIterator[streaming.Event]) -> Streami
     return response
 
 
-def _final_event(message: Message | None, offset: int) -> str:
+def _final_event(message: Message | None, offset: int, reply_id: int) -> str:
     if message is None:
         return _sse(
             "error",
             {
                 "code": turns.SAVE_FAILED,
                 "message": "The reply could not be saved. Reload the page in a while.",
+                "message_id": reply_id,
             },
             event_id=offset,
         )
