@@ -339,16 +339,23 @@ def flush_interval() -> float:
     return float(interval)
 
 
-async def follow(reply: Message, *, after: int = 0) -> AsyncIterator[Event]:
-    """The reply from character `after` on, then Ended; KeepAlive when quiet."""
+def follow(reply: Message, *, after: int = 0) -> AsyncIterator[Event]:
+    """The reply from character `after` on, then Ended; KeepAlive when quiet.
+
+    The source is chosen now, not when iteration starts: a reply this worker
+    generates is followed from its generation even if it ends before the
+    response's body is first read."""
     generation = running(reply.pk)
     if generation is not None:
-        source = _follow_here(generation, after)
-    elif settings.REDIS_URL:
-        source = _follow_mirror(reply, after)
-    else:
-        source = _follow_checkpoints(reply.pk, after)
-    counted = False  # a follower takes its share once text flows (flush_interval)
+        return _counted(_follow_here(generation, after))
+    if settings.REDIS_URL:
+        return _counted(_follow_mirror(reply, after))
+    return _counted(_follow_checkpoints(reply.pk, after))
+
+
+async def _counted(source: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """A follower takes its share of the events (flush_interval) once text flows."""
+    counted = False
     try:
         async for event in source:
             if not counted and isinstance(event, Text):

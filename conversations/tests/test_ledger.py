@@ -250,6 +250,31 @@ async def test_the_client_hears_how_the_turn_ended_even_if_no_save_goes_through(
 
 @pytest.mark.anyio
 @pytest.mark.django_db(transaction=True)
+async def test_a_reply_that_ended_before_its_stream_was_read_is_followed_from_its_generation(
+    keyed: Any, mock_provider: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from conversations import streaming
+
+    # Its row stays "generating": the database would never tell a follower it ended.
+    fail_saves(monkeypatch, times=2)
+    turn = await sync_to_async(start)(keyed)
+    generation = streaming.start(turn)
+    events = streaming.follow(turn.assistant_message)
+    assert generation.task is not None
+    await generation.task  # over before the follower reads anything
+
+    async def read() -> list[Any]:
+        return [event async for event in events]
+
+    followed = await asyncio.wait_for(read(), 5)
+    assert isinstance(followed[0], streaming.Text)
+    assert followed[-1] == streaming.Ended(None)
+
+
+@pytest.mark.anyio
+@pytest.mark.django_db(transaction=True)
 async def test_provider_numbers_and_text_no_database_takes_still_finish_the_turn(
     signed_in: Any, keyed: Any, mock_provider: Any
 ) -> None:
