@@ -118,24 +118,19 @@ def _cursor(request: HttpRequest) -> int:
 def _reply_of(user: Any, message_id: int) -> Message:
     """The user's reply, or 404; then the request's connection goes back (as in _chat_start)."""
     try:
-        reply = Message.objects.filter(
-            pk=message_id, role="assistant", conversation__user=user
-        ).first()
+        return selectors.reply_for_user(user, message_id)
     finally:
         streaming.release_connections()
-    if reply is None:
-        raise ApiError(404, "not_found", "No such reply.")
-    return reply
 
 
 @api_view(["POST"])
-def chat_stop(request: HttpRequest, message_id: int) -> JsonResponse:
+async def chat_stop(request: HttpRequest, message_id: int) -> JsonResponse:
     """Stop a reply, from any tab: its generation saves what it has, as stopped."""
-    try:
-        reply = turns.chat_stop(user=request.user, message_id=message_id)  # type: ignore[arg-type]
-    except turns.ChatRefused as exc:
-        raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
-    return JsonResponse({"message": reply.pk, "stopping": reply.status == Status.GENERATING})
+    reply = await sync_to_async(turns.chat_stop)(user=request.user, message_id=message_id)
+    stopping = reply.status == Status.GENERATING
+    if stopping:
+        streaming.stop_here(reply.pk)  # at once when it runs on this worker
+    return JsonResponse({"message": reply.pk, "stopping": stopping})
 
 
 def _sse(event: str, data: dict[str, Any], *, event_id: int | None = None) -> str:

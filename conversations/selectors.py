@@ -32,6 +32,14 @@ def conversation_for_user(user: User, pk: object) -> Conversation:
         raise Http404("No such conversation.") from None
 
 
+def reply_for_user(user: User, pk: object) -> Message:
+    """The user's reply (an assistant message), or 404 — for anyone else's too."""
+    reply = Message.objects.filter(pk=pk, role="assistant", conversation__user=user).first()
+    if reply is None:
+        raise Http404("No such reply.")
+    return reply
+
+
 ZERO = Value(Decimal(0), output_field=DecimalField(max_digits=18, decimal_places=6))
 
 

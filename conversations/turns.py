@@ -30,6 +30,7 @@ from django.utils.html import linebreaks
 from conversations import budgets, ledger
 from conversations.markdown import render_markdown
 from conversations.models import Conversation, Message, Status
+from conversations.selectors import reply_for_user
 from llmchat import ratelimit
 from pricing.models import ModelPrice, price_for
 from providers import registry
@@ -548,15 +549,10 @@ def stops_requested(message_ids: Iterable[int]) -> set[int]:
 
 def chat_stop(*, user: User, message_id: int) -> Message:
     """Ask for a generating reply to stop, from any tab or process: the process
-    that runs it stops it at once if it is this one, else at its next checkpoint.
-    A reply that is final already is left as it is."""
-    reply = (
-        Message.objects.filter(pk=message_id, role="assistant", conversation__user=user)
-        .only("pk", "status")
-        .first()
-    )
-    if reply is None:
-        raise Http404("No such reply.")
+    that runs it reads the request at its next checkpoint (conversations.streaming
+    stops it at once when it runs where the request came). A reply that is final
+    already is left as it is."""
+    reply = reply_for_user(user, message_id)
     if reply.status == Status.GENERATING:
         Message.objects.filter(pk=reply.pk, status=Status.GENERATING).update(stop_requested=True)
     return reply

@@ -110,8 +110,8 @@ class RequestLogMiddleware(_SyncAndAsyncMiddleware):
                 "streaming": response.streaming,
             },
         )
-        # A streamed body is produced after this returns; the chat stream sets the
-        # id again for its own log lines (conversations.api._stream).
+        # A reply's generation, started by the view, copied the context with the id
+        # in it: its log lines carry the request's id after this returns.
         request_id_var.reset(token)
         return response
 

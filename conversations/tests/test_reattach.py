@@ -172,8 +172,10 @@ def test_with_redis_another_worker_picks_the_reply_up_as_it_streams(
 
 @pytest.mark.django_db(transaction=True)
 def test_stop_from_a_second_tab_keeps_the_partial_reply_and_closes_the_upstream_call(
-    asgi_live_server: Any, alice: Any, mock_provider: Any, prices: None
+    asgi_live_server: Any, alice: Any, mock_provider: Any, prices: None, monkeypatch: Any
 ) -> None:
+    # On the worker that generates it, Stop is at once, not at a checkpoint.
+    monkeypatch.setattr("conversations.streaming.CHECKPOINT_SECONDS", 60)
     keys.provider_key_save(user=alice, provider="openai", key="sk-test-key-0000000000000000")
     mock_provider.configure(reply_tokens=400, tokens_per_second=40)
     http = session_for(alice, asgi_live_server.url)
