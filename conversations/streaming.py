@@ -371,7 +371,9 @@ async def _follow_here(generation: Generation, cursor: int) -> AsyncIterator[Eve
     loop = asyncio.get_running_loop()
     heartbeat = settings.CHAT_HEARTBEAT_SECONDS
     flush_at = 0.0
-    sent_parts = -1  # parts sent one by one (no coalescing) from this index on
+    # Without coalescing, each part is sent as it came, from this index on (a
+    # follower that joins mid-reply first gets what it missed in one piece).
+    sent_parts = 0 if cursor == 0 else -1
     while True:
         if generation.length > cursor:
             interval = flush_interval()

@@ -466,10 +466,10 @@ async def test_a_turn_takes_a_bounded_number_of_queries(
 ) -> None:
     # Guards the queries before the provider is called (docs/performance.md),
     # for a message sent as the browser sends it (with a client_message_id): the
-    # session, the user, the key, the price; then a new conversation's user lock,
-    # client-id check and insert, or an existing one's taking (read back by the
-    # same UPDATE) and history; both messages in one insert; the ledger row. (The
-    # reply's save runs on the save threads' own connections, not counted here.)
+    # session, the user, the key, the price; the user's row locked and the client
+    # id checked; then a new conversation's insert, or an existing one locked,
+    # taken and its history read; both messages in one insert; the ledger row. (The
+    # reply's save runs on the database threads' own connections, not counted here.)
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -494,7 +494,7 @@ async def test_a_turn_takes_a_bounded_number_of_queries(
     assert last == "done"
 
     # The same queries on every database; the call's ledger row opened last.
-    assert count == (9 if new_conversation else 8)
+    assert count == (9 if new_conversation else 11)
 
 
 @pytest.mark.parametrize(

@@ -236,9 +236,10 @@ def test_finishing_a_turn_saves_the_reply_settles_its_call_and_frees_the_convers
     assert (opened.outcome, opened.estimated, opened.output_tokens) == ("generating", True, 0)
     with CaptureQueriesContext(connection) as queries:
         finish(turn)
-    # In one transaction, at the price the turn started with; the ledger row locked
-    # first, in the order a deletion locks them.
+    # In one transaction, at the price the turn started with; the conversation and
+    # the ledger row locked first, in the order a deletion locks them.
     assert statements(queries) == [
+        "SELECT conversations_conversation",
         "SELECT conversations_usagerecord",
         "UPDATE conversations_message",
         "UPDATE conversations_usagerecord",
