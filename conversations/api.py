@@ -126,7 +126,7 @@ def _reply_of(user: Any, message_id: int) -> Message:
 @api_view(["POST"])
 async def chat_stop(request: HttpRequest, message_id: int) -> JsonResponse:
     """Stop a reply, from any tab: its generation saves what it has, as stopped."""
-    reply = await sync_to_async(turns.chat_stop)(user=request.user, message_id=message_id)
+    reply = await sync_to_async(turns.chat_stop)(user=request.user, message_id=message_id)  # type: ignore[arg-type]
     stopping = reply.status == Status.GENERATING
     if stopping:
         streaming.stop_here(reply.pk)  # at once when it runs on this worker

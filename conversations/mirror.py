@@ -64,9 +64,7 @@ async def read(reply: Message, quiet_seconds: float) -> AsyncIterator[tuple[int,
     name = key(reply)
     last = "0-0"
     while True:
-        got: Any = await _redis().xread(
-            {name: last}, count=1000, block=int(quiet_seconds * 1000)
-        )
+        got: Any = await _redis().xread({name: last}, count=1000, block=int(quiet_seconds * 1000))
         if not got:
             yield None
             continue

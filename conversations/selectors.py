@@ -32,7 +32,7 @@ def conversation_for_user(user: User, pk: object) -> Conversation:
         raise Http404("No such conversation.") from None
 
 
-def reply_for_user(user: User, pk: object) -> Message:
+def reply_for_user(user: User, pk: int) -> Message:
     """The user's reply (an assistant message), or 404 — for anyone else's too."""
     reply = Message.objects.filter(pk=pk, role="assistant", conversation__user=user).first()
     if reply is None:
