@@ -220,9 +220,11 @@ def test_a_reply_goes_on_through_a_reload_and_its_cost_shows(
     page.fill("#message-input", "Keep going")
     page.keyboard.press("Enter")
     page.locator(".message-assistant .message-body.streaming").wait_for()
-    page.wait_for_function(
-        "document.querySelector('.message-assistant .message-body').textContent.length > 20"
-    )
+    body = page.locator(".message-assistant .message-body")
+    for _ in range(100):  # (the page's CSP allows no evaluated script to wait with)
+        if len(body.inner_text()) > 20:
+            break
+        page.wait_for_timeout(50)
     page.reload()  # mid-reply: the page follows the reply again from the server
     assert Message.objects.get(role="assistant").status == "generating"
     page.locator(".message-assistant .meta-cost").wait_for(timeout=15_000)
