@@ -337,3 +337,84 @@ def test_the_stream_is_served_incrementally(
                 stamps["done"] = time.monotonic()
                 assert json.loads(line[6:])["cost"] == "0.000000"
     assert stamps["done"] - stamps["first"] > 0.3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_workers_reply_is_swept_as_partial_with_its_checkpoint(
+    alice: Any, mock_provider: Any, prices: None, settings: Any, monkeypatch: Any
+) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.db import connection
+    from django.utils import timezone
+
+    keys.provider_key_save(user=alice, provider="openai", key="sk-test-key-0000000000000000")
+    mock_provider.configure(reply_tokens=400, tokens_per_second=40)
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        url = f"sqlite:///{db['NAME']}"
+    else:
+        url = (
+            f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "ENV_FILE": "",
+        "DEBUG": "true",
+        "DATABASE_URL": url,
+        "REDIS_URL": "",
+        "OPENAI_BASE_URL": settings.OPENAI_BASE_URL,
+        "LOG_LEVEL": "WARNING",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "llmchat.asgi:application", "--port", str(port)],
+        env=env,
+    )
+    try:
+        wait_for(lambda: _listening(port), timeout=30)
+        http = session_for(alice, f"http://127.0.0.1:{port}")
+        with http.stream("POST", "/api/chat", json=BODY) as response:
+            events = read_events(response.iter_lines(), until=deltas(3))
+            reply = events[0][2]["message"]
+            # A checkpoint (every 2 s) has saved some of it: then the worker dies.
+            wait_for(lambda: len(Message.objects.get(pk=reply).content) > 0, timeout=10)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    saved = Message.objects.get(pk=reply)
+    assert saved.status == "generating"  # nothing closed it: its process is gone
+    later = timezone.now() + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS + 61)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+    with open(os.devnull, "w") as quiet:
+        call_command("sweep_streams", stdout=quiet)
+    swept = Message.objects.get(pk=reply)
+    assert swept.status == "partial"
+    assert swept.content == saved.content
+    assert swept.content.startswith("You said: Go on")
+    assert swept.error_code == "unavailable"
+    record = UsageRecord.objects.get(message=swept)
+    assert (record.outcome, record.estimated) == ("partial", True)
+    assert record.output_tokens > 0
+    swept.conversation.refresh_from_db()
+    assert swept.conversation.busy_until is None
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
