@@ -25,6 +25,12 @@
 
   let conversationId = root.dataset.conversation ? Number(root.dataset.conversation) : null;
   let controller = null;
+  // Stop pressed before the server named the reply: sent as soon as it does.
+  let stopWanted = false;
+  // Stop takes Send's place; it ignores clicks for a moment, so that the second
+  // click of a double-click on Send does not stop the reply it just sent.
+  const STOP_ARMS_AFTER_MS = 600;
+  let stopArmTimer = null;
 
   const KEY_ERRORS = new Set(["no_key", "invalid_key", "key_unreadable", "permission_denied"]);
 
@@ -79,6 +85,7 @@
     li.dataset.role = "user";
     const body = document.createElement("div");
     body.className = "message-body user-text";
+    body.dir = "auto";
     body.textContent = text;
     li.appendChild(body);
     return li;
@@ -90,6 +97,7 @@
     li.dataset.role = "assistant";
     const body = document.createElement("div");
     body.className = "message-body markdown streaming";
+    body.dir = "auto";
     const meta = document.createElement("div");
     meta.className = "message-meta";
     const name = document.createElement("span");
@@ -114,6 +122,19 @@
       body.textContent = m.content;
     }
     li.querySelector(".raw-content").content.replaceChildren(document.createTextNode(m.content));
+    // Why a reply failed stays with it (as the server renders it on a reload).
+    let note = li.querySelector(".message-error");
+    if (m.error_message && m.status !== "complete") {
+      if (!note) {
+        note = document.createElement("p");
+        note.className = "message-error";
+        note.setAttribute("role", "note");
+        body.after(note);
+      }
+      note.textContent = m.error_message;
+    } else if (note) {
+      note.remove();
+    }
     const meta = li.querySelector(".message-meta");
     const name = document.createElement("span");
     name.className = "meta-model";
@@ -147,7 +168,8 @@
       parts.push(badge(m.status + (m.error_code ? ": " + m.error_code : ""), "error", m.error_message));
     }
     if (m.status === "stopped") parts.push(badge("stopped"));
-    parts.push(actionButton("copy", "Copy"), actionButton("regenerate", "Regenerate"));
+    if (m.content) parts.push(actionButton("copy", "Copy"));
+    parts.push(actionButton("regenerate", "Regenerate"));
     meta.replaceChildren(...parts);
   }
 
@@ -156,6 +178,20 @@
     stopButton.hidden = !busy;
     input.disabled = busy;
     picker.disabled = busy;
+    clearTimeout(stopArmTimer);
+    stopWanted = false;
+    stopButton.disabled = busy;
+    if (busy) stopArmTimer = setTimeout(() => (stopButton.disabled = false), STOP_ARMS_AFTER_MS);
+  }
+
+  // The messages pane follows a reply as it grows, unless the reader has
+  // scrolled up to read something else.
+  function nearBottom() {
+    return messages.scrollHeight - messages.scrollTop - messages.clientHeight < 80;
+  }
+
+  function toBottom() {
+    messages.scrollTop = messages.scrollHeight;
   }
 
   const customModel = document.getElementById("custom-model");
@@ -303,7 +339,7 @@
     const bubble = assistantBubble(model);
     messages.appendChild(bubble);
     if (empty) empty.hidden = true;
-    bubble.scrollIntoView({ block: "end" });
+    toBottom();
 
     const body = {
       conversation: conversationId,
@@ -348,6 +384,7 @@
           }
           if (userLi && data.user_message) userLi.dataset.id = data.user_message;
           bubble.dataset.id = data.message;
+          if (stopWanted) requestStop(bubble);
           if (data.title) title.textContent = data.title;
         } else {
           onReplyEvent(follower, name, data, id);
@@ -370,9 +407,9 @@
   function onReplyEvent(follower, name, data, id) {
     const streamed = follower.bubble.querySelector(".message-body");
     if (id !== null) follower.cursor = id;
+    const follow = nearBottom();
     if (name === "delta") {
       streamed.appendChild(document.createTextNode(data.text));
-      follower.bubble.scrollIntoView({ block: "end" });
     } else if (name === "done") {
       settle(follower.bubble, data);
       follower.settled = true;
@@ -381,6 +418,7 @@
       follower.settled = true;
       showBanner(data.message, data.code);
     }
+    if (follow) toBottom();
   }
 
   // Follow a reply from where this page left it (a dropped connection, a reload):
@@ -438,13 +476,22 @@
   });
 
   // Stop is asked of the server, which ends the reply for every tab following it.
-  stopButton.addEventListener("click", async () => {
-    const current = messages.querySelector("li.message-assistant.status-generating:last-child");
-    if (!current || !current.dataset.id) return;
-    await fetch("/api/chat/" + current.dataset.id + "/stop", {
+  function requestStop(bubble) {
+    stopWanted = false;
+    return fetch("/api/chat/" + bubble.dataset.id + "/stop", {
       method: "POST",
       headers: { "X-CSRFToken": csrf },
     });
+  }
+
+  stopButton.addEventListener("click", async () => {
+    const current = messages.querySelector("li.message-assistant.status-generating:last-child");
+    if (!current) return;
+    if (!current.dataset.id) {
+      stopWanted = true;
+      return;
+    }
+    await requestStop(current);
   });
 
   messages.addEventListener("click", async (event) => {
@@ -509,5 +556,21 @@
     }, 250);
   });
 
+  // On a phone the conversations are a drawer.
+  const layout = root.parentElement;
+  const sidebarToggle = document.getElementById("sidebar-toggle");
+  function showSidebar(open) {
+    layout.classList.toggle("sidebar-open", open);
+    sidebarToggle.setAttribute("aria-expanded", String(open));
+    if (open) search.focus();
+  }
+  sidebarToggle.addEventListener("click", () => showSidebar(!layout.classList.contains("sidebar-open")));
+  document.getElementById("sidebar-backdrop").addEventListener("click", () => showSidebar(false));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && layout.classList.contains("sidebar-open")) showSidebar(false);
+  });
+
+  // A conversation opens at its newest message.
+  toBottom();
   resumeGenerating();
 })();

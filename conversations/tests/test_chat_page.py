@@ -1,0 +1,163 @@
+"""The chat page as a newcomer meets it, in Chromium on a laptop (1366x900) and on a
+phone (390x844): layout, scrolling, Send and Stop, failed replies."""
+
+from typing import Any
+
+import pytest
+
+from conftest import make_user
+from conversations.models import Conversation, Message, Status
+from conversations.tests.test_browser import KEY, sign_in
+from llmchat.tests.browser import asgi_page, screenshot
+
+__all__ = ["asgi_page"]
+
+LAPTOP = {"width": 1366, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+def keyed_user(email: str) -> Any:
+    from providers import keys
+
+    user = make_user(email)
+    keys.provider_key_save(user=user, provider="openai", key=KEY)
+    return user
+
+
+def long_conversation(user: Any, *, turns: int = 20, title: str = "A long talk") -> Conversation:
+    conversation = Conversation.objects.create(
+        user=user, title=title, provider="openai", model="gpt-4o"
+    )
+    for i in range(turns):
+        Message.objects.create(conversation=conversation, role="user", content=f"Question {i}")
+        Message.objects.create(
+            conversation=conversation,
+            role="assistant",
+            content=f"Answer {i}.\n\n" + "A line of the reply. " * 12,
+            status=Status.COMPLETE,
+            provider="openai",
+            model="gpt-4o",
+        )
+    return conversation
+
+
+def box(page: Any, selector: str) -> dict[str, float]:
+    found = page.locator(selector).last.bounding_box()
+    assert found is not None, f"{selector} is not laid out"
+    return dict(found)
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_double_click_on_send_sends_once_and_does_not_stop_the_reply(
+    asgi_page: Any, mock_provider: Any, prices: None
+) -> None:
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, keyed_user("dee@example.com"))
+    mock_provider.configure(reply="One reply, to the end.", tokens_per_second=10)
+    page.select_option("#model-picker", "openai|gpt-4o")
+    page.fill("#message-input", "Hello")
+    send = box(page, "#send-button")
+    x, y = send["x"] + send["width"] / 2, send["y"] + send["height"] / 2
+    page.mouse.click(x, y)
+    page.locator(".message-assistant[data-id]").wait_for()
+    # The second click of a double-click lands where Send was: on Stop.
+    page.mouse.click(x, y)
+    page.locator(".message-assistant .meta-cost").wait_for()
+    reply = Message.objects.get(role="assistant")
+    assert reply.status == Status.COMPLETE
+    assert Message.objects.filter(role="user").count() == 1
+    assert page.url.endswith(f"/c/{reply.conversation_id}/")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_signed_in_message_is_a_row_above_the_chat_not_a_cell_of_it(
+    asgi_page: Any,
+) -> None:
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, make_user("flo@example.com"))
+    page.locator(".flash-list").wait_for()
+    sidebar, chat, flash = box(page, ".chat-sidebar"), box(page, ".chat-main"), box(page, ".flash")
+    assert sidebar["width"] < 320
+    assert chat["width"] > 900
+    assert flash["y"] + flash["height"] <= chat["y"]
+    assert abs(sidebar["y"] - chat["y"]) < 1
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_on_a_phone_nothing_is_wider_than_the_screen_and_the_list_is_a_drawer(
+    asgi_page: Any,
+) -> None:
+    page = asgi_page
+    page.set_viewport_size(PHONE)
+    user = make_user("pia@example.com")
+    conversation = long_conversation(user, turns=2, title="Unbroken" * 30)
+    Message.objects.create(conversation=conversation, role="user", content="x" * 400)
+    sign_in(page, user)
+    page.goto(f"/c/{conversation.pk}/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    send = box(page, "#send-button")
+    assert send["x"] + send["width"] <= PHONE["width"]
+    assert send["y"] + send["height"] <= PHONE["height"]
+    # The conversations are a drawer, closed until asked for.
+    assert not page.locator("#chat-sidebar").is_visible()
+    page.click("#sidebar-toggle")
+    page.locator("#chat-sidebar").wait_for(state="visible")
+    assert page.locator("#conversation-list li.current").is_visible()
+    page.wait_for_timeout(300)  # the drawer's slide
+    screenshot(page, "chat-phone-drawer")
+    page.keyboard.press("Escape")
+    page.locator("#chat-sidebar").wait_for(state="hidden")
+    screenshot(page, "chat-phone")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("size", [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_a_conversation_opens_at_its_newest_message_and_the_composer_covers_no_reply(
+    asgi_page: Any, mock_provider: Any, prices: None, size: dict[str, int]
+) -> None:
+    page = asgi_page
+    page.set_viewport_size(size)
+    user = keyed_user("ned@example.com")
+    conversation = long_conversation(user)
+    sign_in(page, user)
+    page.goto(f"/c/{conversation.pk}/")
+    newest, composer = box(page, ".message-assistant"), box(page, ".composer")
+    assert newest["y"] >= 0
+    assert newest["y"] + newest["height"] <= composer["y"] + 1
+
+    mock_provider.configure(reply="The end of the reply, with its cost below.", input_tokens=50)
+    page.fill("#message-input", "One more")
+    page.keyboard.press("Enter")
+    page.locator(".message-assistant.status-complete .meta-cost").last.wait_for()
+    cost, composer = box(page, ".message-assistant .meta-cost"), box(page, ".composer")
+    assert cost["y"] >= 0
+    assert cost["y"] + cost["height"] <= composer["y"] + 1
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_reply_keeps_its_explanation_and_offers_nothing_to_copy(
+    asgi_page: Any, mock_provider: Any, prices: None
+) -> None:
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, keyed_user("eve@example.com"))
+    mock_provider.configure(fault="400")
+    page.select_option("#model-picker", "openai|gpt-4o")
+    page.fill("#message-input", "Hello")
+    page.keyboard.press("Enter")
+    failed = page.locator(".message-assistant.status-error")
+    failed.wait_for()
+    explained = failed.locator(".message-error").inner_text()
+    assert explained
+    assert failed.locator("[data-action=copy]").count() == 0
+    page.reload()
+    failed = page.locator(".message-assistant.status-error")
+    assert failed.locator(".message-error").inner_text() == explained
+    assert failed.locator("[data-action=copy]").count() == 0
