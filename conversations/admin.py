@@ -31,6 +31,7 @@ from django.utils.html import format_html
 
 from conversations import reports, selectors
 from conversations.models import Conversation, Message, UsageRecord, conversation_label
+from llmchat.money import dollars
 from pricing.models import ModelPrice
 from providers.registry import PROVIDER_NAMES
 
@@ -59,7 +60,7 @@ def _tokens(obj: UsageRecord | Message) -> str:
 
 
 def _cost(value: Decimal | None) -> str:
-    return "—" if value is None else f"${reports.money(value)}"
+    return dollars(value)
 
 
 # --- The ledger and its report ---------------------------------------------------

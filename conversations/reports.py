@@ -30,6 +30,7 @@ from django.utils import timezone
 from conversations.budgets import month_bounds
 from conversations.models import KeySource, UsageRecord, UsageRecordQuerySet
 from llmchat.csvcells import safe_cell
+from llmchat.money import dollars
 from providers.registry import PROVIDER_NAMES
 
 PERIODS = [
@@ -452,7 +453,7 @@ class Bar:
     width: float
     height: float
     label: str
-    cost_text: str
+    cost_text: str  # as shown: llmchat.money.dollars
 
 
 CHART_HEIGHT = 100
@@ -479,7 +480,7 @@ def chart_bars(report: Report) -> list[Bar]:
                 width=BAR_STEP - 2,
                 height=round(height, 2),
                 label=label,
-                cost_text=money(point.cost),
+                cost_text=dollars(point.cost),
             )
         )
     return bars

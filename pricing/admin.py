@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from llmchat.money import dollars
 from pricing.models import PRICE_FIELDS, ModelPrice
 
 
@@ -36,10 +37,10 @@ class ModelPriceAdmin(admin.ModelAdmin):
         "provider",
         "model_id",
         "name",
-        "input_per_mtok",
-        "cached_input_per_mtok",
-        "cache_write_per_mtok",
-        "output_per_mtok",
+        "input_price",
+        "cached_input_price",
+        "cache_write_price",
+        "output_price",
         "tier",
         "context_window",
         "effective_from",
@@ -84,13 +85,29 @@ class ModelPriceAdmin(admin.ModelAdmin):
     def model_id(self, obj: ModelPrice) -> str:
         return f"{obj.model} (fallback: models without a price)" if obj.is_fallback else obj.model
 
+    @admin.display(description="input $/1M", ordering="input_per_mtok")
+    def input_price(self, obj: ModelPrice) -> str:
+        return dollars(obj.input_per_mtok)
+
+    @admin.display(description="cached input $/1M", ordering="cached_input_per_mtok")
+    def cached_input_price(self, obj: ModelPrice) -> str:
+        return dollars(obj.cached_input_per_mtok)
+
+    @admin.display(description="cache write $/1M", ordering="cache_write_per_mtok")
+    def cache_write_price(self, obj: ModelPrice) -> str:
+        return dollars(obj.cache_write_per_mtok)
+
+    @admin.display(description="output $/1M", ordering="output_per_mtok")
+    def output_price(self, obj: ModelPrice) -> str:
+        return dollars(obj.output_per_mtok)
+
     @admin.display(description="tier")
     def tier(self, obj: ModelPrice) -> str:
         if obj.tier_threshold_tokens is None:
             return "—"
         return (
             f">{obj.tier_threshold_tokens:,}: "
-            f"in {obj.tier_input_per_mtok} out {obj.tier_output_per_mtok}"
+            f"in {dollars(obj.tier_input_per_mtok)} out {dollars(obj.tier_output_per_mtok)}"
         )
 
     @admin.display(description="price history")
@@ -106,9 +123,9 @@ class ModelPriceAdmin(admin.ModelAdmin):
             (
                 (
                     f"{r.effective_from:%Y-%m-%d %H:%M}",
-                    r.input_per_mtok,
-                    r.cached_input_per_mtok if r.cached_input_per_mtok is not None else "—",
-                    r.output_per_mtok,
+                    dollars(r.input_per_mtok),
+                    dollars(r.cached_input_per_mtok),
+                    dollars(r.output_per_mtok),
                     "current" if r.pk == obj.pk else "",
                     r.source,
                 )

@@ -95,7 +95,7 @@ def test_the_list_shows_a_number_counts_and_cost_but_no_title(
     assert f"Conversation #{conversation.pk}" in html
     assert "alice@example.com" in html
     assert '<td class="field-message_count">2</td>' in html
-    assert "$0.000250" in html
+    assert "$0.00025" in html
 
 
 @pytest.mark.django_db
@@ -105,7 +105,7 @@ def test_the_change_page_shows_metadata_and_no_title(
     html = page(operator, url_of(conversation, "change"))
     assert no_content(html)  # the page's title and breadcrumbs included
     assert f"<title>Conversation #{conversation.pk} |" in html
-    assert "$0.000250" in html
+    assert "$0.00025" in html
     assert "messages-group" not in html
 
 

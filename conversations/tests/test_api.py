@@ -152,7 +152,7 @@ def test_export_markdown_and_json(client: Client, alice: Any) -> None:
     assert "# Tokens" in text
     assert "## You" in text
     assert "A *piece* of a word." in text
-    assert "$0.001000" in text
+    assert "$0.001)" in text
     js = client.get(f"/api/conversations/{conversation.pk}/export?format=json").json()
     assert js["messages"][1]["content"] == "A *piece* of a word."
     assert client.get(f"/api/conversations/{conversation.pk}/export?format=pdf").status_code == 400

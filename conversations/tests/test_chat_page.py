@@ -161,3 +161,35 @@ def test_a_failed_reply_keeps_its_explanation_and_offers_nothing_to_copy(
     failed = page.locator(".message-assistant.status-error")
     assert failed.locator(".message-error").inner_text() == explained
     assert failed.locator("[data-action=copy]").count() == 0
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_costs_read_the_same_live_and_after_a_reload(
+    asgi_page: Any, mock_provider: Any, prices: None
+) -> None:
+    from llmchat.money import dollars
+
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, keyed_user("cy@example.com"))
+    # gpt-4o: 100 in at $2.50 and 4 out at $10 per 1M = $0.00029 (0.000290 stored).
+    mock_provider.configure(reply="One two three four", input_tokens=100, reply_tokens=4)
+    page.select_option("#model-picker", "openai|gpt-4o")
+    page.fill("#message-input", "Count")
+    page.keyboard.press("Enter")
+    page.locator(".message-assistant .meta-cost").wait_for()
+    page.locator("#conversation-total strong").wait_for()
+
+    def shown() -> list[str]:
+        return [
+            page.locator(".message-assistant .meta-cost").inner_text(),
+            page.locator("#conversation-total strong").inner_text(),
+            page.locator("#conversation-list li.current .conversation-cost").inner_text(),
+        ]
+
+    live = shown()
+    reply = Message.objects.get(role="assistant")
+    assert live == [dollars(reply.cost)] * 3
+    page.reload()
+    assert shown() == live

@@ -198,11 +198,11 @@ def test_pages_show_the_budget_and_warn_at_80_percent(
     settings.DEFAULT_MONTHLY_BUDGET = "10"
     client.force_login(keyed)
     usage = client.get("/usage/").content.decode()
-    assert "$0.00 of $10 this month (0%)" in usage
+    assert "$0.00 of $10.00 this month (0%)" in usage
     assert "budget-warning" not in client.get("/").content.decode()
     spend(keyed, "8.50")
     assert "over 80%" in client.get("/").content.decode()
-    assert "$8.50 of $10 this month (85%)" in client.get("/usage/").content.decode()
+    assert "$8.50 of $10.00 this month (85%)" in client.get("/usage/").content.decode()
     api = client.get("/api/usage").json()["budget"]
     assert api["limit"] == "10.000000"
     assert api["spent_this_month"] == "8.500000"
@@ -238,4 +238,4 @@ def test_without_any_limit_the_pages_do_not_sum_the_month(
         ]
         assert month_sums == [], url
     settings.SERVER_KEY_MONTHLY_BUDGET = "5"  # a limit applies: now it is summed and shown
-    assert "Server keys: $3.00 of $5 this month." in client.get("/usage/").content.decode()
+    assert "Server keys: $3.00 of $5.00 this month." in client.get("/usage/").content.decode()

@@ -57,7 +57,7 @@ def test_editing_a_price_creates_a_new_row_and_keeps_the_old_one(
     assert old.input_per_mtok == Decimal("2.5")
 
     history = client.get(f"/admin/pricing/modelprice/{rows[1].pk}/change/").content.decode()
-    assert "2.500000" in history
+    assert "$2.50" in history
     assert "current" in history
 
 

@@ -50,12 +50,22 @@
     banner.replaceChildren();
   }
 
+  // Money as the whole site shows it (llmchat/money.py): to the micro-dollar, trailing
+  // zeros dropped but never fewer than two places, thousands grouped. The API's
+  // amounts are decimal strings, already to the micro-dollar: never via floats.
   function money(value) {
-    if (value === null || value === undefined) return null;
-    // Strip trailing zeros of the decimal string, never via floats.
+    if (value === null || value === undefined || value === "") return "—";
     let text = String(value);
-    if (text.includes(".")) text = text.replace(/0+$/, "").replace(/\.$/, "");
-    return "$" + text;
+    let sign = "";
+    if (text.startsWith("-")) {
+      sign = "-";
+      text = text.slice(1);
+    }
+    let [whole, places = ""] = text.split(".");
+    places = places.replace(/0+$/, "").padEnd(2, "0");
+    whole = whole.replace(/^0+(?=\d)/, "").replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    if (/^[0,]*$/.test(whole) && /^0*$/.test(places)) sign = "";
+    return sign + "$" + whole + "." + places;
   }
 
   function number(n) {
