@@ -3,4 +3,5 @@ from django.apps import AppConfig
 
 class AccountsConfig(AppConfig):
     name = "accounts"
-    verbose_name = "Accounts"
+    # "Users", not "Accounts": allauth's email addresses are an admin section called Accounts.
+    verbose_name = "Users"

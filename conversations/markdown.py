@@ -43,6 +43,8 @@ __all__ = ["pygments_css", "render_markdown"]
 # The class on every code block's <pre>, and the scope of the stylesheet from pygments_css().
 HIGHLIGHT_CLASS = "highlight"
 PYGMENTS_STYLE = "default"  # A light theme, matching the site.
+# For readers whose system is in dark mode (the site follows prefers-color-scheme).
+PYGMENTS_DARK_STYLE = "github-dark"
 
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
 LINK_REL = "noopener noreferrer nofollow"
@@ -81,6 +83,7 @@ def _language_class(lexer: Lexer) -> str:
 # nowrap: we write the <pre><code> wrapper ourselves, and Pygments' own wrapper would add a
 # <div>. Classes only, never noclasses=True, whose inline styles the CSP would block.
 _FORMATTER = HtmlFormatter(nowrap=True, style=PYGMENTS_STYLE, cssclass=HIGHLIGHT_CLASS)
+_DARK_FORMATTER = HtmlFormatter(nowrap=True, style=PYGMENTS_DARK_STYLE, cssclass=HIGHLIGHT_CLASS)
 
 
 class _SafeRenderer(RendererHTML):
@@ -226,8 +229,24 @@ def pygments_css() -> str:
     ``pre { line-height }`` rules, which would restyle every <pre> on the site.
     """
     selector = "." + HIGHLIGHT_CLASS
-    lines = [
+    light = [
         *_FORMATTER.get_background_style_defs(selector),
         *_FORMATTER.get_token_style_defs(selector),
     ]
-    return "\n".join(lines) + "\n"
+    dark = [
+        *_DARK_FORMATTER.get_background_style_defs(selector),
+        *_DARK_FORMATTER.get_token_style_defs(selector),
+    ]
+    # A token the dark style leaves alone must not keep its light colour.
+    styled = {line.split("{")[0].strip() for line in dark}
+    dark += [
+        f"{rule} {{ color: inherit }}"
+        for rule in dict.fromkeys(line.split("{")[0].strip() for line in light)
+        if rule.startswith(selector + " .") and rule not in styled
+    ]
+    return (
+        "\n".join(light)
+        + "\n@media (prefers-color-scheme: dark) {\n"
+        + "\n".join("  " + line for line in dark)
+        + "\n}\n"
+    )

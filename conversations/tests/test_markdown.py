@@ -1,5 +1,6 @@
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -230,7 +231,11 @@ def test_pygments_css_is_scoped_to_highlight_and_covers_the_token_classes() -> N
     css = pygments_css()
     assert ".highlight .k {" in css
     assert ".highlight .nf {" in css
-    rules = [line for line in css.splitlines() if line.strip()]
+    rules = [
+        line.strip()
+        for line in css.splitlines()
+        if line.strip() not in ("", "}", "@media (prefers-color-scheme: dark) {")
+    ]
     assert all(line.startswith(".highlight") for line in rules), css
 
 
@@ -270,3 +275,50 @@ def test_the_sanitiser_alone_neutralises_raw_html(raw: str) -> None:
 def test_the_sanitiser_keeps_the_highlighting_classes() -> None:
     raw = '<pre class="highlight"><code class="language-python"><span class="k">x</span>'
     assert markdown._CLEANER.clean(raw) == raw + "</code></pre>"
+
+
+SITE_CSS = (Path(__file__).resolve().parents[2] / "static" / "css" / "site.css").read_text()
+
+
+def _luminance(hex_colour: str) -> float:
+    h = hex_colour.lstrip("#")
+    if len(h) == 3:
+        h = "".join(c * 2 for c in h)
+    channels = [int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _contrast(a: str, b: str) -> float:
+    hi, lo = sorted([_luminance(a), _luminance(b)], reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_code_stays_readable_in_dark_mode() -> None:
+    """In dark mode every token has a colour of the dark theme, readable on its
+    background (WCAG AA for text, 4.5:1), not the light theme's dark blue on black."""
+    css = pygments_css()
+    light, _, dark = css.partition("@media (prefers-color-scheme: dark) {")
+    assert dark, "no dark-mode rules"
+
+    def colours(block: str) -> dict[str, str]:
+        found = {}
+        for selector, body in re.findall(r"^\s*(\.highlight[^{]*?)\s*\{([^}]*)\}", block, re.M):
+            colour = re.search(r"(?<![-\w])color:\s*(#[0-9A-Fa-f]{3,6})", body)
+            if colour:
+                found[selector] = colour.group(1)
+        return found
+
+    background = re.search(r"\.highlight \{ background: (#[0-9A-Fa-f]{6})", dark)
+    assert background is not None
+    base = colours(dark).get(".highlight", "#E6EDF3")
+    dark_colours = colours(dark)
+    # Code blocks sit on the theme's background or the site's own dark one (site.css).
+    site_dark = re.search(r"--bg: (#[0-9a-f]{6});", SITE_CSS.split("prefers-color-scheme: dark")[1])
+    assert site_dark is not None
+    for selector in colours(light):
+        if selector == ".highlight .w":  # whitespace: nothing to read
+            continue
+        shown = dark_colours.get(selector, base)
+        for behind in (background.group(1), site_dark.group(1)):
+            assert _contrast(shown, behind) >= 4.5, (selector, shown, behind)
