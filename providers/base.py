@@ -238,6 +238,10 @@ class Provider(ABC):
     needs_key: ClassVar[bool] = True
     # Only the compatible provider lets a user point it at their own server.
     user_base_url: ClassVar[bool] = False
+    # What the vendor's keys look like, where it has a fixed shape: a paste of the
+    # wrong thing (another vendor's key, a sentence) is refused before it is saved.
+    key_pattern: ClassVar[re.Pattern[str] | None] = None
+    key_shape: ClassVar[str] = ""
 
     @abstractmethod
     def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:

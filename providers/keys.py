@@ -60,7 +60,7 @@ def _provider_for_keys(provider: str) -> str:
 
 
 @sensitive_variables("key")
-def _clean_key(key: str) -> str:
+def _clean_key(provider: str, key: str) -> str:
     key = (key or "").strip()
     if not key:
         raise _invalid("key", "Enter an API key.", "required")
@@ -68,6 +68,13 @@ def _clean_key(key: str) -> str:
         raise _invalid("key", "That is too long to be an API key.", "too_long")
     if any(ch.isspace() or not ch.isprintable() for ch in key):
         raise _invalid("key", "An API key has no spaces or line breaks.", "invalid_key_format")
+    adapter = registry.get(provider)
+    if adapter.key_pattern is not None and not adapter.key_pattern.fullmatch(key):
+        raise _invalid(
+            "key",
+            f"That does not look like a key for {adapter.label}: theirs {adapter.key_shape}.",
+            "invalid_key_format",
+        )
     return key
 
 
@@ -114,7 +121,7 @@ def provider_key_save(*, user: User, provider: str, key: str, base_url: str = ""
             existing.full_clean(exclude=["key"])
             existing.save(update_fields=["base_url", "updated"])
             return existing
-        key = _clean_key(key)
+        key = _clean_key(provider, key)
         record = existing or ProviderKey(user=user, provider=provider)
         record.key = key  # type: ignore[assignment]  # the field encrypts it
         record.masked = mask(key)
@@ -155,7 +162,7 @@ async def provider_key_test(
         creds = _user_credentials(provider, record.key, record.base_url)
     else:
         clean_url = await sync_to_async(_clean_base_url)(provider, base_url)
-        creds = _user_credentials(provider, _clean_key(key), clean_url)
+        creds = _user_credentials(provider, _clean_key(provider, key), clean_url)
     try:
         await registry.get(provider).check_key(creds)
     except ProviderError as exc:

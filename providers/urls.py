@@ -6,6 +6,5 @@ app_name = "providers"
 urlpatterns = [
     path("", views.keys, name="keys"),
     path("<str:provider>/", views.key_save, name="key-save"),
-    path("<str:provider>/test/", views.key_test, name="key-test"),
     path("<str:provider>/delete/", views.key_delete, name="key-delete"),
 ]

@@ -9,6 +9,7 @@ billed total); `output_tokens_details.thinking_tokens` says how many of them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -103,6 +104,8 @@ def map_anthropic_error(exc: BaseException) -> ProviderError | None:
 class AnthropicProvider(Provider):
     name = "anthropic"
     label = "Anthropic"
+    key_pattern = re.compile(r"sk-ant-[A-Za-z0-9_-]{16,}")
+    key_shape = "start with sk-ant-"
     base_url_setting = "ANTHROPIC_BASE_URL"
     api_key_setting = "ANTHROPIC_API_KEY"
 

@@ -112,6 +112,8 @@ def map_google_error(exc: BaseException) -> ProviderError | None:
 class GoogleProvider(Provider):
     name = "google"
     label = "Google Gemini"
+    key_pattern = re.compile(r"AIza[A-Za-z0-9_-]{20,}")
+    key_shape = "start with AIza"
     base_url_setting = "GEMINI_BASE_URL"
     api_key_setting = "GEMINI_API_KEY"
 

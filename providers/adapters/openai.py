@@ -114,6 +114,8 @@ _INCOMPLETE: dict[str, FinishReason] = {
 class OpenAIProvider(Provider):
     name = "openai"
     label = "OpenAI"
+    key_pattern = re.compile(r"sk-(?!ant-)[A-Za-z0-9_-]{16,}")
+    key_shape = "start with sk-"
     base_url_setting = "OPENAI_BASE_URL"
     api_key_setting = "OPENAI_API_KEY"
 
