@@ -8,8 +8,9 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
-from conversations import budgets, selectors
+from conversations import budgets, charts, selectors
 
 
 @login_required
@@ -94,15 +95,8 @@ def usage(request: HttpRequest) -> HttpResponse:
     user: Any = request.user
     since, month_end = budgets.month_bounds()
     summary = selectors.usage_summary(user, since, None)
-    days = summary["by_day"]
-    peak = max((d["cost"] for d in days), default=Decimal(0)) or Decimal(1)
-    chart = []
-    for i, d in enumerate(days):
-        # A bar in the 100-unit-high SVG; at least a sliver for a day with spend.
-        height = round(max(float(d["cost"] / peak * 100), 1.0 if d["cost"] else 0.0), 2)
-        chart.append(
-            {"day": d["day"], "cost": d["cost"], "x": i * 12, "y": 100 - height, "height": height}
-        )
+    today = timezone.now().date()
+    chart = charts.daily_cost(summary["by_day"], since.date(), today, month_end.date())
     return render(
         request,
         "conversations/usage.html",
@@ -111,7 +105,6 @@ def usage(request: HttpRequest) -> HttpResponse:
             "since": since,
             "month_end": month_end,
             "chart": chart,
-            "chart_width": max(len(chart), 1) * 12,
             "budget": budgets.budget_status_if_limited(user),
         },
     )

@@ -1,3 +1,4 @@
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -100,9 +101,41 @@ def test_the_usage_page(client: Client, alice: Any) -> None:
     html = client.get("/usage/").content.decode()
     assert '<strong id="usage-total">$0.000002</strong>' in html
     assert "demo/demo-echo" in html
-    assert "<svg" in html
+    assert '<svg class="usage-chart"' in html
 
 
 def test_the_highlight_stylesheet_matches_pygments() -> None:
     css = (BASE_DIR / "static" / "css" / "highlight.css").read_text()
     assert css.split("\n", 1)[1] == pygments_css()
+
+
+@pytest.mark.django_db
+def test_the_usage_chart_has_every_day_a_scale_and_day_numbers(client: Client, alice: Any) -> None:
+    from django.utils import timezone
+
+    conversation_with(alice, 2)
+    client.force_login(alice)
+    html = client.get("/usage/").content.decode()
+    chart = re.search(r'<svg class="usage-chart".*?</svg>', html, re.S)
+    assert chart is not None
+    svg = chart.group(0)
+    today = timezone.now().date()
+    assert svg.count("<rect ") == today.day  # the 1st to today, spent or not
+    scale = re.findall(r'class="chart-scale"[^>]*>([^<]+)<', svg)
+    assert scale == ["$0.000002", "$0.00"]  # today's two calls are the peak
+    days = re.findall(r'class="chart-day"[^>]*>(\d+)<', svg)
+    assert days[0] == "1"
+    assert days[-1] == str(today.day)
+    assert f"{today:%b} {today.day}: $0.000002" in svg
+
+
+@pytest.mark.django_db
+def test_a_month_of_free_calls_says_so_instead_of_an_empty_chart(
+    client: Client, alice: Any
+) -> None:
+    conversation_with(alice, 1)
+    UsageRecord.objects.update(cost=Decimal(0))
+    client.force_login(alice)
+    html = client.get("/usage/").content.decode()
+    assert "<svg" not in html
+    assert "every call so far was free" in html
