@@ -45,6 +45,9 @@ def _chat_fields(data: dict[str, Any]) -> dict[str, Any]:
     regenerate = data.get("regenerate", False)
     if not isinstance(regenerate, bool):
         raise ApiError(400, "invalid", "'regenerate' must be true or false.", field="regenerate")
+    render = data.get("render", False)
+    if not isinstance(render, bool):
+        raise ApiError(400, "invalid", "'render' must be true or false.", field="render")
     system_prompt = data.get("system_prompt")
     if system_prompt is not None and not isinstance(system_prompt, str):
         raise ApiError(400, "invalid", "'system_prompt' must be a string.", field="system_prompt")
@@ -56,12 +59,14 @@ def _chat_fields(data: dict[str, Any]) -> dict[str, Any]:
         "system_prompt": system_prompt,
         "client_message_id": string_field(data, "client_message_id", required=False),
         "regenerate": regenerate,
+        "render": render,
     }
 
 
 @api_view(["POST"])
 async def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     fields = _chat_fields(read_json(request, max_bytes=MAX_CHAT_BODY))
+    render = fields.pop("render")
     try:
         started = await sync_to_async(_chat_start)(request.user, fields)
     except turns.ChatRefused as exc:
@@ -74,7 +79,7 @@ async def chat(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         events = streaming.ended(reply, 0)
     else:
         streaming.start(started)
-        events = streaming.follow(reply)
+        events = streaming.follow(reply, render=render)
     start = {
         "conversation": started.conversation.pk,
         "user_message": started.user_message.pk if started.user_message else None,
@@ -98,9 +103,10 @@ async def chat_events(request: HttpRequest, message_id: int) -> StreamingHttpRes
     """A reply's events from a cursor on (`?after=` or the Last-Event-ID header: the
     id of the last event received): what was missed, then the rest as it comes."""
     after = _cursor(request)
+    render = request.GET.get("render") in ("1", "true")
     reply = await sync_to_async(_reply_of)(request.user, message_id)
     if reply.status == Status.GENERATING:
-        events = streaming.follow(reply, after=after)
+        events = streaming.follow(reply, after=after, render=render)
     else:
         events = streaming.ended(reply, after)
     return _event_stream("", events, reply.pk)
@@ -149,6 +155,9 @@ def _event_stream(
             if isinstance(event, streaming.Text):
                 offset = event.offset
                 yield _sse("delta", {"text": event.text}, event_id=offset)
+            elif isinstance(event, streaming.Rendered):
+                # No id: a client resumes after the text it has, not after a rendering.
+                yield _sse("render", {"html": event.html, "offset": event.offset})
             elif isinstance(event, streaming.Ended):
                 yield _final_event(event.message, offset, reply_id)
             else:

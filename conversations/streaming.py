@@ -33,6 +33,7 @@ from django.db import connections
 from django.utils import timezone
 
 from conversations import mirror, turns
+from conversations.markdown import render_markdown
 from conversations.models import Message, Status
 from llmchat import metrics
 from providers.base import ChatStream, Failure, Finish, ProviderError, TextDelta, UsageReport
@@ -44,6 +45,8 @@ MIRROR_SECONDS = 0.25
 """How often a generation's new text goes to Redis, for followers in other processes."""
 MAX_FLUSH_SECONDS = 1.0
 """However busy the process, a follower gets the reply's text at least this often."""
+RENDER_SECONDS = 1.0
+"""How often, at most, a follower that asked for it gets the reply so far as HTML."""
 
 
 # --- What a follower gets -----------------------------------------------------------
@@ -65,11 +68,20 @@ class Ended:
 
 
 @dataclass(frozen=True)
+class Rendered:
+    """The reply's first `offset` characters as sanitized HTML (render_markdown),
+    for a page that shows the reply formatted while it is written."""
+
+    html: str
+    offset: int
+
+
+@dataclass(frozen=True)
 class KeepAlive:
     """Nothing new for a while: a comment keeps proxies from closing the stream."""
 
 
-Event = Text | Ended | KeepAlive
+Event = Text | Rendered | Ended | KeepAlive
 
 
 # --- The generation -------------------------------------------------------------------
@@ -96,11 +108,38 @@ class Generation:
         self._reader: asyncio.Task[None] | None = None
         self._stop_asked = False
         self._changed: asyncio.Future[None] | None = None
+        self._rendered: Rendered | None = None
+        self._rendered_at = 0.0
+        self._rendering: asyncio.Future[Rendered] | None = None
 
     def text(self) -> str:
         if len(self._joined) != self.length:
             self._joined = "".join(self.parts)
         return self._joined
+
+    async def rendered(self) -> Rendered:
+        """The reply so far as HTML, rendered at most every render_interval()
+        however many follow it (rendering is the costly part), in a thread."""
+        loop = asyncio.get_running_loop()
+        if self._rendering is not None:
+            return await asyncio.shield(self._rendering)
+        latest = self._rendered
+        if latest is not None and (
+            latest.offset == self.length or loop.time() - self._rendered_at < render_interval()
+        ):
+            return latest
+        text = self.text()
+        self._rendering = loop.create_future()
+        try:
+            html = await loop.run_in_executor(None, render_markdown, text)
+            self._rendered, self._rendered_at = Rendered(html, len(text)), loop.time()
+            self._rendering.set_result(self._rendered)
+        except BaseException as exc:
+            self._rendering.set_exception(exc)
+            raise
+        finally:
+            self._rendering = None
+        return self._rendered
 
     def usage_so_far(self) -> Any:
         return self._stream.usage if self._stream is not None else None
@@ -339,15 +378,23 @@ def flush_interval() -> float:
     return float(interval)
 
 
-def follow(reply: Message, *, after: int = 0) -> AsyncIterator[Event]:
+def render_interval() -> float:
+    """The shortest time between two renderings of a reply: RENDER_SECONDS, or
+    longer when the process is busy (ten flush intervals)."""
+    return max(RENDER_SECONDS, 10 * flush_interval())
+
+
+def follow(reply: Message, *, after: int = 0, render: bool = False) -> AsyncIterator[Event]:
     """The reply from character `after` on, then Ended; KeepAlive when quiet.
+    With `render`, Rendered events too, from a generation on this event loop
+    (elsewhere the text alone: the page formats the reply when it ends).
 
     The source is chosen now, not when iteration starts: a reply this worker
     generates is followed from its generation even if it ends before the
     response's body is first read."""
     generation = running(reply.pk)
     if generation is not None:
-        return _counted(_follow_here(generation, after))
+        return _counted(_follow_here(generation, after, render=render))
     if settings.REDIS_URL:
         return _counted(_follow_mirror(reply, after))
     return _counted(_follow_checkpoints(reply.pk, after))
@@ -367,10 +414,13 @@ async def _counted(source: AsyncIterator[Event]) -> AsyncIterator[Event]:
             _Followers.count -= 1
 
 
-async def _follow_here(generation: Generation, cursor: int) -> AsyncIterator[Event]:
+async def _follow_here(
+    generation: Generation, cursor: int, *, render: bool = False
+) -> AsyncIterator[Event]:
     loop = asyncio.get_running_loop()
     heartbeat = settings.CHAT_HEARTBEAT_SECONDS
     flush_at = 0.0
+    rendered_up_to = cursor
     # Without coalescing, each part is sent as it came, from this index on (a
     # follower that joins mid-reply first gets what it missed in one piece).
     sent_parts = 0 if cursor == 0 else -1
@@ -382,6 +432,12 @@ async def _follow_here(generation: Generation, cursor: int) -> AsyncIterator[Eve
                     cursor += len(part)
                     yield Text(part, cursor)
                 sent_parts = len(generation.parts)
+                if render and not generation.ended:
+                    for event in await _rendering(generation, cursor, rendered_up_to):
+                        if isinstance(event, Text):
+                            sent_parts = -1  # what came since went out in one piece
+                        cursor = rendered_up_to = event.offset
+                        yield event
                 continue
             wait = flush_at - loop.time()
             if wait > 0 and not generation.ended:
@@ -394,11 +450,29 @@ async def _follow_here(generation: Generation, cursor: int) -> AsyncIterator[Eve
             yield Text(text[cursor:], len(text))
             cursor = len(text)
             flush_at = loop.time() + interval
+            if render and not generation.ended:
+                for event in await _rendering(generation, cursor, rendered_up_to):
+                    cursor = rendered_up_to = event.offset
+                    yield event
         elif generation.ended:
             yield Ended(generation.message)
             return
         elif not await generation.changed(heartbeat):
             yield KeepAlive()
+
+
+async def _rendering(
+    generation: Generation, cursor: int, rendered_up_to: int
+) -> list[Text | Rendered]:
+    """A newer rendering of the reply, if there is one, preceded by the text it
+    covers that the follower has not had yet (a page needs the text up to the
+    rendered part to carry on after it)."""
+    shown = await generation.rendered()
+    if shown.offset <= rendered_up_to:
+        return []
+    if shown.offset > cursor:
+        return [Text(generation.text()[cursor : shown.offset], shown.offset), shown]
+    return [shown]
 
 
 async def _follow_mirror(reply: Message, cursor: int) -> AsyncIterator[Event]:

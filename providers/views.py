@@ -83,7 +83,7 @@ def _test_typed_key(request: HttpRequest, provider: str) -> HttpResponse:
     still shows the masked one, the saved key) is tried and nothing is saved. The
     key is not written back into the page: it is pasted again to be saved."""
     key = request.POST.get("key", "").strip()
-    saved = ProviderKey.objects.for_user(request.user).filter(provider=provider).first()
+    saved = ProviderKey.objects.for_user(request.user).filter(provider=provider).first()  # type: ignore[arg-type]
     try:
         result = async_to_sync(provider_key_test)(
             user=request.user,  # type: ignore[arg-type]

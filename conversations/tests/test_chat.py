@@ -664,3 +664,47 @@ async def test_a_reply_is_cut_before_the_sweeper_could_take_it_for_dead(
     assert body["status"] == "partial"
     assert 0 < len(body["content"].split()) < 100
     assert (await Conversation.objects.aget(pk=events[0][1]["conversation"])).busy_until is None
+
+
+@pytest.mark.parametrize("flush", [0.05, 0])
+async def test_a_page_that_asks_gets_the_reply_so_far_as_sanitized_html(
+    signed_in: Any,
+    openai_key: None,
+    mock_provider: Any,
+    settings: Any,
+    monkeypatch: Any,
+    flush: float,
+) -> None:
+    settings.CHAT_STREAM_FLUSH_SECONDS = flush
+    monkeypatch.setattr(streaming, "RENDER_SECONDS", 0.1)
+    reply = (
+        "Some **bold** words <script>alert(1)</script> and `code` " + "more words " * 20 + "end."
+    )
+    mock_provider.configure(reply=reply, tokens_per_second=60)  # ~0.8 s
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o", render=True)
+    text, seen = "", 0
+    renders = []
+    for name, data in events:
+        if name == "delta":
+            text += data["text"]
+        elif name == "render":
+            # Each rendering covers text the client already has, and moves on.
+            assert seen < data["offset"] <= len(text)
+            seen = data["offset"]
+            renders.append(data)
+    assert text == events[-1][1]["content"] == reply
+    assert len(renders) >= 2
+    assert all("<script" not in r["html"] for r in renders)
+    assert "<strong>bold</strong>" in renders[-1]["html"]
+    assert events[-1][0] == "done"
+
+
+async def test_no_renderings_unless_asked(
+    signed_in: Any, openai_key: None, mock_provider: Any, settings: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(streaming, "RENDER_SECONDS", 0.05)
+    mock_provider.configure(reply="Some **bold** words " * 10, tokens_per_second=100)
+    _, events = await chat(signed_in, provider="openai", model="gpt-4o")
+    assert "render" not in names(events)
+    response, _ = await chat(signed_in, provider="openai", model="gpt-4o", render="yes")
+    assert response.status_code == 400

@@ -193,3 +193,28 @@ def test_costs_read_the_same_live_and_after_a_reload(
     assert live == [dollars(reply.cost)] * 3
     page.reload()
     assert shown() == live
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_reply_is_formatted_while_it_streams_and_stays_sanitized(
+    asgi_page: Any, mock_provider: Any, prices: None
+) -> None:
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, keyed_user("fay@example.com"))
+    reply = 'A **bold** start <img src=x onerror="window.__xss = 1">, then ' + "words " * 40
+    mock_provider.configure(reply=reply + "end.", tokens_per_second=15)  # about 3 s
+    page.select_option("#model-picker", "openai|gpt-4o")
+    page.fill("#message-input", "Format this")
+    page.keyboard.press("Enter")
+    streaming = page.locator(".message-assistant .message-body.streaming")
+    streaming.locator("strong", has_text="bold").wait_for()
+    # Formatted before the reply ended: it is still streaming.
+    assert page.locator(".message-assistant .meta-cost").count() == 0
+    assert streaming.locator("img").count() == 0
+    page.locator(".message-assistant .meta-cost").wait_for()
+    assert page.locator(".message-assistant strong", has_text="bold").count() == 1
+    assert page.evaluate("window.__xss") is None
+    raw = page.locator(".message-assistant .raw-content").evaluate("t => t.content.textContent")
+    assert raw == Message.objects.get(role="assistant").content

@@ -1,6 +1,7 @@
 // The chat page: send, stream, stop, regenerate, copy, rename, delete, search.
-// Plain JavaScript, no build step. Model output is only ever inserted as text
-// while it streams; at the end the server's sanitized HTML replaces it.
+// Plain JavaScript, no build step. Model output is only ever inserted as text, or
+// as the server's sanitized HTML: about once a second while a reply streams
+// (`render` events, the reply so far), and in full at the end.
 "use strict";
 
 (function () {
@@ -125,7 +126,7 @@
     li.dataset.id = m.id;
     li.className = "message message-assistant status-" + m.status;
     const body = li.querySelector(".message-body");
-    body.classList.remove("streaming");
+    body.classList.remove("streaming", "rendered");
     if (m.html) {
       body.innerHTML = m.html; // sanitized on the server (nh3 allow-list)
     } else {
@@ -359,10 +360,11 @@
       system_prompt: systemPrompt.value,
       client_message_id: newId(),
       regenerate: Boolean(regenerate),
+      render: true,
     };
     controller = new AbortController();
     setBusy(true);
-    const follower = { bubble, cursor: "0", settled: false };
+    const follower = newFollower(bubble);
     try {
       const response = await fetch("/api/chat", {
         method: "POST",
@@ -413,13 +415,28 @@
     await refreshConversation();
   }
 
+  function newFollower(bubble) {
+    // raw: the reply's text so far; tail: where text after the last rendering goes.
+    return { bubble, cursor: "0", settled: false, raw: "", tail: null };
+  }
+
   // A reply's events after `start`, on the first stream or on a reattached one.
   function onReplyEvent(follower, name, data, id) {
     const streamed = follower.bubble.querySelector(".message-body");
     if (id !== null) follower.cursor = id;
     const follow = nearBottom();
     if (name === "delta") {
-      streamed.appendChild(document.createTextNode(data.text));
+      follower.raw += data.text;
+      (follower.tail || streamed).appendChild(document.createTextNode(data.text));
+    } else if (name === "render") {
+      // Offsets count characters (code points), as the server does.
+      const rest = Array.from(follower.raw).slice(data.offset).join("");
+      streamed.innerHTML = data.html; // sanitized on the server (nh3 allow-list)
+      streamed.classList.add("rendered");
+      follower.tail = document.createElement("span");
+      follower.tail.className = "stream-tail";
+      follower.tail.textContent = rest;
+      streamed.appendChild(follower.tail);
     } else if (name === "done") {
       settle(follower.bubble, data);
       follower.settled = true;
@@ -436,7 +453,7 @@
   async function reattach(follower) {
     for (let attempt = 0; attempt < 30 && !follower.settled; attempt++) {
       try {
-        const response = await fetch("/api/chat/" + follower.bubble.dataset.id + "/events", {
+        const response = await fetch("/api/chat/" + follower.bubble.dataset.id + "/events?render=1", {
           headers: { Accept: "text/event-stream", "Last-Event-ID": follower.cursor },
         });
         if (response.status === 404) break;
@@ -462,7 +479,7 @@
     controller = new AbortController();
     setBusy(true);
     try {
-      await reattach({ bubble: last, cursor: "0", settled: false });
+      await reattach(newFollower(last));
     } finally {
       controller = null;
       setBusy(false);
