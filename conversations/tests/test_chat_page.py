@@ -218,3 +218,73 @@ def test_a_reply_is_formatted_while_it_streams_and_stays_sanitized(
     assert page.evaluate("window.__xss") is None
     raw = page.locator(".message-assistant .raw-content").evaluate("t => t.content.textContent")
     assert raw == Message.objects.get(role="assistant").content
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_code_blocks_have_their_language_and_a_copy_button(asgi_page: Any, settings: Any) -> None:
+    settings.DEMO_TOKEN_DELAY = 0
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    sign_in(page, make_user("gus@example.com"))
+    page.select_option("#model-picker", "demo|demo-echo")
+    page.fill("#message-input", "Show me code")
+    page.keyboard.press("Enter")
+    reply = page.locator(".message-assistant.status-complete")
+    reply.wait_for()
+    # The demo's reply quotes the question (text) and shows Python.
+    assert reply.locator(".code-bar .code-lang").all_inner_texts() == ["text", "python"]
+    reply.locator(".code-bar").last.get_by_role("button", name="Copy code").click()
+    reply.get_by_role("button", name="Copied").wait_for()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith("def cost(")
+    # A reload gives the same bars.
+    page.reload()
+    assert page.locator(".message-assistant .code-bar").count() == 2
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_keyboard_shortcuts_and_their_help(asgi_page: Any) -> None:
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    user = make_user("ida@example.com")
+    conversation = long_conversation(user, turns=1)
+    sign_in(page, user)
+    page.goto(f"/c/{conversation.pk}/")
+    page.locator("body").click(position={"x": 5, "y": 200})
+    page.keyboard.press("?")
+    help_dialog = page.locator("#shortcuts")
+    help_dialog.wait_for(state="visible")
+    assert "New chat" in help_dialog.inner_text()
+    page.keyboard.press("Escape")
+    help_dialog.wait_for(state="hidden")
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "message-input"
+    page.keyboard.type("? stays in the box")
+    assert not help_dialog.is_visible()
+    assert page.input_value("#message-input") == "? stays in the box"
+    page.keyboard.press("Control+Shift+O")
+    page.wait_for_url(lambda url: "/c/" not in url)
+    page.keyboard.press("Shift+Escape")
+    assert page.evaluate("document.activeElement.id") == "message-input"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_escape_stops_the_reply_being_written(
+    asgi_page: Any, mock_provider: Any, prices: None
+) -> None:
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, keyed_user("jo@example.com"))
+    mock_provider.configure(reply_tokens=300, tokens_per_second=15)
+    page.select_option("#model-picker", "openai|gpt-4o")
+    page.fill("#message-input", "Go on and on")
+    page.keyboard.press("Enter")
+    page.locator(".message-assistant[data-id]").wait_for()
+    page.locator("#stop-button:enabled").wait_for()
+    page.keyboard.press("Escape")
+    page.locator(".message-assistant.status-stopped").wait_for()
+    assert Message.objects.get(role="assistant").status == Status.STOPPED

@@ -121,6 +121,23 @@
     return li;
   }
 
+  // Each code block of a finished reply gets a bar with its language and a Copy
+  // button (made here, not taken from the reply: model output never adds controls).
+  function enhanceCode(container) {
+    for (const pre of container.querySelectorAll("pre.highlight")) {
+      if (pre.previousElementSibling && pre.previousElementSibling.classList.contains("code-bar")) continue;
+      const bar = document.createElement("div");
+      bar.className = "code-bar";
+      const lang = document.createElement("span");
+      lang.className = "code-lang";
+      const code = pre.querySelector("code");
+      const named = code && Array.from(code.classList).find((c) => c.startsWith("language-"));
+      lang.textContent = named ? named.slice("language-".length) : "text";
+      bar.append(lang, actionButton("copy-code", "Copy code"));
+      pre.before(bar);
+    }
+  }
+
   // Fill a bubble from the API's message object (done / error events, or a reload).
   function settle(li, m) {
     li.dataset.id = m.id;
@@ -129,6 +146,7 @@
     body.classList.remove("streaming", "rendered");
     if (m.html) {
       body.innerHTML = m.html; // sanitized on the server (nh3 allow-list)
+      enhanceCode(body);
     } else {
       body.textContent = m.content;
     }
@@ -525,15 +543,19 @@
     const button = event.target.closest("button[data-action]");
     if (!button) return;
     const li = button.closest("li.message");
-    if (button.dataset.action === "copy") {
-      const text = li.querySelector(".raw-content").content.textContent;
+    if (button.dataset.action === "copy" || button.dataset.action === "copy-code") {
+      const text =
+        button.dataset.action === "copy"
+          ? li.querySelector(".raw-content").content.textContent
+          : button.closest(".code-bar").nextElementSibling.textContent;
+      const label = button.textContent;
       try {
         await navigator.clipboard.writeText(text);
         button.textContent = "Copied";
       } catch (e) {
         button.textContent = "Copy failed";
       }
-      setTimeout(() => (button.textContent = "Copy"), 1500);
+      setTimeout(() => (button.textContent = label), 1500);
     } else if (button.dataset.action === "regenerate" && !controller) {
       send({ regenerate: true });
     }
@@ -597,6 +619,39 @@
     if (event.key === "Escape" && layout.classList.contains("sidebar-open")) showSidebar(false);
   });
 
+  // Keyboard: Ctrl+Shift+O a new chat, Shift+Esc or / the message box, Esc stops a
+  // reply being written, ? lists these.
+  const help = document.getElementById("shortcuts");
+  function typing(target) {
+    return target.closest("input, textarea, select, [contenteditable]") !== null;
+  }
+  document.addEventListener("keydown", (event) => {
+    if (help.open || event.isComposing) return; // the dialog closes itself on Esc
+    const key = event.key;
+    if ((event.ctrlKey || event.metaKey) && event.shiftKey && key.toLowerCase() === "o") {
+      event.preventDefault();
+      window.location.href = "/";
+    } else if (key === "Escape" && event.shiftKey) {
+      event.preventDefault();
+      input.focus();
+    } else if (key === "Escape" && !stopButton.hidden && !stopButton.disabled && !layout.classList.contains("sidebar-open")) {
+      event.preventDefault();
+      stopButton.click();
+    } else if (typing(event.target) || event.ctrlKey || event.metaKey || event.altKey) {
+      return;
+    } else if (key === "/") {
+      event.preventDefault();
+      input.focus();
+    } else if (key === "?") {
+      event.preventDefault();
+      help.showModal();
+    }
+  });
+  document.getElementById("shortcuts-close").addEventListener("click", () => help.close());
+  document.getElementById("shortcuts-button").addEventListener("click", () => help.showModal());
+
+  // Code blocks of the replies on the page get their bar.
+  enhanceCode(messages);
   // A conversation opens at its newest message.
   toBottom();
   resumeGenerating();
