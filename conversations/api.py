@@ -212,7 +212,9 @@ def _final_event(message: Message | None, offset: int, reply_id: int) -> str:
 @api_view(["GET"])
 def conversation_list(request: HttpRequest) -> JsonResponse:
     q = request.GET.get("q", "")[:200].replace("\x00", "")
-    conversations = selectors.conversation_list(request.user, q=q)  # type: ignore[arg-type]
+    shown = request.GET.get("archived")
+    archived = None if q and shown is None else shown in ("1", "true")
+    conversations = selectors.conversation_list(request.user, q=q, archived=archived)  # type: ignore[arg-type]
     return JsonResponse(
         [conversation_json(c, c.total_cost, c.unpriced_calls) for c in conversations],  # type: ignore[attr-defined]
         safe=False,
@@ -227,8 +229,7 @@ def conversation_detail(request: HttpRequest, pk: int) -> JsonResponse:
             services.conversation_delete(user=user, pk=pk)  # type: ignore[arg-type]
             return JsonResponse({"deleted": True})
         if request.method == "PATCH":
-            data = read_json(request, max_bytes=16 * 1024)
-            services.conversation_rename(user=user, pk=pk, title=string_field(data, "title"))  # type: ignore[arg-type]
+            _patch_conversation(user, pk, read_json(request, max_bytes=16 * 1024))
         detail = selectors.conversation_detail(user, pk)  # type: ignore[arg-type]
     except turns.ChatRefused as exc:
         raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
@@ -237,6 +238,22 @@ def conversation_detail(request: HttpRequest, pk: int) -> JsonResponse:
             detail.conversation, detail.total_cost, detail.unpriced_calls, detail.messages
         )
     )
+
+
+def _patch_conversation(user: Any, pk: int, data: dict[str, Any]) -> None:
+    """{"title"?, "pinned"?, "archived"?}: at least one."""
+    flags = {}
+    for name in ("pinned", "archived"):
+        if name in data:
+            if not isinstance(data[name], bool):
+                raise ApiError(400, "invalid", f"'{name}' must be true or false.", field=name)
+            flags[name] = data[name]
+    if "title" not in data and not flags:
+        raise ApiError(400, "required", "Send a title, pinned or archived.", field="title")
+    if "title" in data:
+        services.conversation_rename(user=user, pk=pk, title=string_field(data, "title"))
+    if flags:
+        services.conversation_file(user=user, pk=pk, **flags)
 
 
 @api_view(["GET"])

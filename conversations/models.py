@@ -49,6 +49,9 @@ class Conversation(models.Model):
     # send gets 409 instead of forking the history. Expires on its own if the
     # process streaming it died.
     busy_until = models.DateTimeField(null=True, blank=True)
+    # Pinned: at the top of the list. Archived: out of it, under "Archived".
+    pinned = models.BooleanField(default=False)
+    archived = models.BooleanField(default=False)
 
     objects = ConversationQuerySet.as_manager()
 

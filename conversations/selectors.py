@@ -71,16 +71,22 @@ def _unpriced_subquery() -> Subquery:
     return Subquery(per_conversation)
 
 
-def conversation_list(user: User, *, q: str = "") -> QuerySet[Conversation]:
-    """The user's conversations, newest first, each with `total_cost` (from the
-    ledger, so a regenerated reply still counts) and `unpriced_calls`."""
+def conversation_list(
+    user: User, *, q: str = "", archived: bool | None = False
+) -> QuerySet[Conversation]:
+    """The user's conversations, pinned first, then newest first, each with
+    `total_cost` (from the ledger, so a regenerated reply still counts) and
+    `unpriced_calls`. `archived`: only those (True), none of them (False), or
+    all (None; a search looks in the archive too)."""
     qs = Conversation.objects.for_user(user).annotate(
         total_cost=conversation_total_cost(),
         unpriced_calls=Coalesce(_unpriced_subquery(), Value(0)),
     )
+    if archived is not None:
+        qs = qs.filter(archived=archived)
     if q:
         qs = qs.filter(Q(title__icontains=q) | Q(messages__content__icontains=q)).distinct()
-    return qs.order_by("-updated", "-id")
+    return qs.order_by("-pinned", "-updated", "-id")
 
 
 @dataclass

@@ -45,6 +45,8 @@ def conversation_json(c: Conversation, total: Decimal, unpriced: int) -> dict[st
         "provider": c.provider,
         "model": c.model,
         "updated_at": c.updated.isoformat(),
+        "pinned": c.pinned,
+        "archived": c.archived,
         "total_cost": money(total),
         "unpriced_calls": unpriced,
     }

@@ -27,6 +27,23 @@ def conversation_rename(*, user: User, pk: object, title: str) -> Conversation:
     return conversation
 
 
+def conversation_file(
+    *, user: User, pk: object, pinned: bool | None = None, archived: bool | None = None
+) -> Conversation:
+    """Pin or unpin a conversation, archive or bring it back (None: as it is)."""
+    conversation = conversation_for_user(user, pk)
+    changes = {
+        name: value
+        for name, value in (("pinned", pinned), ("archived", archived))
+        if value is not None
+    }
+    for name, value in changes.items():
+        setattr(conversation, name, value)
+    if changes:
+        conversation.save(update_fields=list(changes))
+    return conversation
+
+
 def conversation_delete(*, user: User, pk: object) -> None:
     """Delete a conversation and its messages. Its usage stays in the ledger.
 

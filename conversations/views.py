@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from conversations import budgets, charts, selectors
+from conversations.models import Conversation
 
 
 @login_required
@@ -47,7 +48,8 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         "conversations/chat.html",
         {
             "detail": detail,
-            "conversations": selectors.conversation_list(user)[:200],
+            "groups": sidebar_groups(selectors.conversation_list(user)[:200]),
+            "archived": selectors.conversation_list(user, archived=True)[:200],
             "picker": picker,
             "current": current,
             "has_unavailable": any(not m.available for m in models),
@@ -55,6 +57,34 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "budget": budgets.budget_status_if_limited(user),
         },
     )
+
+
+def sidebar_groups(conversations: Any) -> list[tuple[str, list[Conversation]]]:
+    """The sidebar's conversations under headings: Pinned, then by the day of their
+    last message in the user's time zone (the server's, TIME_ZONE): Today, Yesterday,
+    Previous 7 days, Older. Empty headings are left out."""
+    today = timezone.localdate()
+    groups: dict[str, list[Conversation]] = {
+        "Pinned": [],
+        "Today": [],
+        "Yesterday": [],
+        "Previous 7 days": [],
+        "Older": [],
+    }
+    for c in conversations:
+        age = (today - timezone.localdate(c.updated)).days
+        if c.pinned:
+            label = "Pinned"
+        elif age <= 0:
+            label = "Today"
+        elif age == 1:
+            label = "Yesterday"
+        elif age <= 7:
+            label = "Previous 7 days"
+        else:
+            label = "Older"
+        groups[label].append(c)
+    return [(label, items) for label, items in groups.items() if items]
 
 
 def _keep_selectable(picker: list[dict[str, Any]], current: dict[str, str]) -> None:

@@ -63,6 +63,8 @@ def test_list_and_detail(client: Client, alice: Any) -> None:
             "provider": "openai",
             "model": "gpt-4o",
             "updated_at": conversation.updated.isoformat(),
+            "pinned": False,
+            "archived": False,
             "total_cost": "0.001000",
             "unpriced_calls": 0,
         }
@@ -290,3 +292,39 @@ def test_the_usage_summary_folds_one_grouped_query(
         (day1.date(), 2, Decimal("0.60")),
         (day2.date(), 2, Decimal("0.20")),
     ]
+
+
+@pytest.mark.django_db
+def test_pinning_and_archiving_a_conversation(client: Client, alice: Any, bob: Any) -> None:
+    from conversations.models import Conversation
+
+    kept = Conversation.objects.create(user=alice, title="kept", provider="demo", model="demo-echo")
+    shelved = Conversation.objects.create(
+        user=alice, title="shelved words", provider="demo", model="demo-echo"
+    )
+    client.force_login(alice)
+
+    def patch(pk: int, body: Any) -> Any:
+        return client.patch(
+            f"/api/conversations/{pk}", json.dumps(body), content_type="application/json"
+        )
+
+    assert patch(kept.pk, {"pinned": True}).json()["pinned"] is True
+    assert patch(shelved.pk, {"archived": True}).json()["archived"] is True
+    listed = client.get("/api/conversations").json()
+    assert [c["title"] for c in listed] == ["kept"]
+    assert [c["title"] for c in client.get("/api/conversations?archived=1").json()] == [
+        "shelved words"
+    ]
+    # A search looks in the archive too.
+    assert [c["title"] for c in client.get("/api/conversations?q=shelved").json()] == [
+        "shelved words"
+    ]
+    bad = patch(kept.pk, {"pinned": "yes"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["field"] == "pinned"
+    assert patch(kept.pk, {}).status_code == 400
+    # Someone else's conversation is not found.
+    client.force_login(bob)
+    assert patch(kept.pk, {"archived": True}).status_code == 404
+    assert Conversation.objects.get(pk=kept.pk).archived is False

@@ -288,3 +288,28 @@ def test_escape_stops_the_reply_being_written(
     page.keyboard.press("Escape")
     page.locator(".message-assistant.status-stopped").wait_for()
     assert Message.objects.get(role="assistant").status == Status.STOPPED
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_pinning_and_archiving_from_the_chat_header(asgi_page: Any) -> None:
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    user = make_user("kai@example.com")
+    first = long_conversation(user, turns=1, title="First talk")
+    long_conversation(user, turns=1, title="Second talk")
+    sign_in(page, user)
+    page.goto(f"/c/{first.pk}/")
+    page.locator("#chat-actions").get_by_role("button", name="Pin").click()
+    page.locator("#chat-actions").get_by_role("button", name="Unpin").wait_for()
+    labels = page.locator("#conversation-list .group-label").all_inner_texts()
+    assert labels[0].lower() == "pinned"
+    pinned = page.locator("#conversation-list li").nth(1)
+    assert "First talk" in pinned.inner_text()
+    page.locator("#chat-actions").get_by_role("button", name="Archive").click()
+    page.locator("#chat-actions").get_by_role("button", name="Unarchive").wait_for()
+    assert page.locator(f"#conversation-list li[data-id='{first.pk}']").count() == 0
+    assert page.locator(f"#archived-list li[data-id='{first.pk}']").is_visible()
+    first.refresh_from_db()
+    assert first.pinned
+    assert first.archived

@@ -139,3 +139,44 @@ def test_a_month_of_free_calls_says_so_instead_of_an_empty_chart(
     html = client.get("/usage/").content.decode()
     assert "<svg" not in html
     assert "every call so far was free" in html
+
+
+@pytest.mark.django_db
+def test_the_sidebar_groups_conversations_by_day_pinned_first_archived_apart(
+    client: Client, alice: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    ages = {"today": 0, "yesterday": 1, "week": 5, "old": 40, "pinned-old": 60, "archived": 0}
+    made = {}
+    for title, days in ages.items():
+        made[title] = Conversation.objects.create(
+            user=alice,
+            title=title,
+            provider="demo",
+            model="demo-echo",
+            updated=now - timedelta(days=days),
+            pinned=title == "pinned-old",
+            archived=title == "archived",
+        )
+    client.force_login(alice)
+    html = client.get("/").content.decode()
+    main = html.split('id="conversation-list"')[1].split("</ul>")[0]
+    order = re.findall(
+        r"group-label[^>]*>([^<]+)<|conversation-title[^>]*>(?:<span[^>]*>[^<]*</span> )?([^<]+)<",
+        main,
+    )
+    shown = [label or title for label, title in order]
+    assert shown == [
+        "Pinned", "pinned-old",
+        "Today", "today",
+        "Yesterday", "yesterday",
+        "Previous 7 days", "week",
+        "Older", "old",
+    ]  # fmt: skip
+    archive = html.split('id="archived-list"')[1].split("</ul>")[0]
+    assert ">archived<" in archive
+    assert "Archived (1)" in html

@@ -25,6 +25,7 @@
   const search = document.getElementById("conversation-search");
 
   let conversationId = root.dataset.conversation ? Number(root.dataset.conversation) : null;
+  let searching = false; // the list shows search results, not the groups
   let controller = null;
   // Stop pressed before the server named the reply: sent as soon as it does.
   let stopWanted = false;
@@ -325,27 +326,70 @@
     return c;
   }
 
-  function upsertSidebar(c) {
-    let li = list.querySelector('li[data-id="' + c.id + '"]');
+  function sidebarItem(c) {
+    let li = document.querySelector('.chat-sidebar li[data-id="' + c.id + '"]');
     if (!li) {
-      const empty = list.querySelector(".empty");
-      if (empty) empty.remove();
       li = document.createElement("li");
       li.dataset.id = c.id;
       const a = document.createElement("a");
       a.href = "/c/" + c.id + "/";
       const t = document.createElement("span");
       t.className = "conversation-title";
+      t.dir = "auto";
       const cost = document.createElement("span");
       cost.className = "conversation-cost";
       a.append(t, cost);
       li.appendChild(a);
     }
-    li.querySelector(".conversation-title").textContent = c.title || "New conversation";
+    const t = li.querySelector(".conversation-title");
+    t.textContent = c.title || "New conversation";
+    if (c.pinned) {
+      const mark = document.createElement("span");
+      mark.className = "pin-mark";
+      mark.setAttribute("aria-label", "pinned");
+      mark.textContent = "📌";
+      t.prepend(mark, " ");
+    }
     li.querySelector(".conversation-cost").textContent = money(c.total_cost);
-    list.querySelectorAll("li.current").forEach((el) => el.classList.remove("current"));
+    return li;
+  }
+
+  // The heading of a group of the list (Pinned, Today...), made if missing.
+  function groupLabel(slug, text, before) {
+    let label = list.querySelector('li.group-label[data-group="' + slug + '"]');
+    if (!label) {
+      label = document.createElement("li");
+      label.className = "group-label";
+      label.dataset.group = slug;
+      label.textContent = text;
+      list.insertBefore(label, before);
+    }
+    return label;
+  }
+
+  // A conversation just written in goes to the top of Today (or stays in Pinned).
+  function upsertSidebar(c) {
+    const li = sidebarItem(c);
+    const empty = list.querySelector(".empty");
+    if (empty) empty.remove();
+    document.querySelectorAll(".chat-sidebar li.current").forEach((el) => el.classList.remove("current"));
     li.classList.add("current");
-    list.prepend(li);
+    if (searching || c.archived) return; // an archived one stays under Archived
+    let label;
+    if (c.pinned) {
+      label = groupLabel("pinned", "Pinned", list.firstChild);
+    } else {
+      const afterPinned = Array.from(list.querySelectorAll("li.group-label")).find(
+        (el) => el.dataset.group !== "pinned",
+      );
+      label = groupLabel("today", "Today", afterPinned || null);
+    }
+    label.after(li);
+    // A heading left with nothing under it goes.
+    for (const heading of list.querySelectorAll("li.group-label")) {
+      const next = heading.nextElementSibling;
+      if (!next || next.classList.contains("group-label")) heading.remove();
+    }
   }
 
   async function send({ text, regenerate }) {
@@ -564,7 +608,24 @@
   actions.addEventListener("click", async (event) => {
     const button = event.target.closest("button[data-action]");
     if (!button || !conversationId) return;
-    if (button.dataset.action === "rename") {
+    if (button.dataset.action === "pin" || button.dataset.action === "archive") {
+      const change =
+        button.dataset.action === "pin"
+          ? { pinned: button.getAttribute("aria-pressed") !== "true" }
+          : { archived: button.textContent.trim() === "Archive" };
+      const response = await fetch("/api/conversations/" + conversationId, {
+        method: "PATCH",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+        body: JSON.stringify(change),
+      });
+      if (!response.ok) {
+        const error = (await response.json()).error;
+        showBanner(error.message, error.code);
+        return;
+      }
+      // The list's groups are the server's to lay out.
+      window.location.reload();
+    } else if (button.dataset.action === "rename") {
       const name = window.prompt("Rename conversation", title.textContent);
       if (!name) return;
       const response = await fetch("/api/conversations/" + conversationId, {
@@ -588,20 +649,28 @@
     }
   });
 
+  // Searching shows the matches (archived ones too) as one flat list; clearing the
+  // search brings the grouped list back as it was.
   let searchTimer = null;
+  let grouped = null;
   search.addEventListener("input", () => {
     clearTimeout(searchTimer);
     searchTimer = setTimeout(async () => {
-      const response = await fetch("/api/conversations?q=" + encodeURIComponent(search.value));
+      const q = search.value.trim();
+      if (!q) {
+        if (grouped) list.replaceChildren(...grouped);
+        grouped = null;
+        searching = false;
+        return;
+      }
+      const response = await fetch("/api/conversations?q=" + encodeURIComponent(q));
       if (!response.ok) return;
       const found = await response.json();
-      list.replaceChildren();
-      for (const c of found) upsertSidebar(c);
-      list.querySelectorAll("li.current").forEach((el) => el.classList.remove("current"));
+      if (!grouped) grouped = Array.from(list.children);
+      searching = true;
+      list.replaceChildren(...found.map((c) => sidebarItem(c).cloneNode(true)));
       const current = list.querySelector('li[data-id="' + conversationId + '"]');
       if (current) current.classList.add("current");
-      // upsertSidebar prepends: restore newest-first order.
-      Array.from(list.children).reverse().forEach((li) => list.appendChild(li));
     }, 250);
   });
 
