@@ -45,6 +45,7 @@ def _chat_fields(data: dict[str, Any]) -> dict[str, Any]:
     regenerate = data.get("regenerate", False)
     if not isinstance(regenerate, bool):
         raise ApiError(400, "invalid", "'regenerate' must be true or false.", field="regenerate")
+    parameters = data.get("parameters")
     render = data.get("render", False)
     if not isinstance(render, bool):
         raise ApiError(400, "invalid", "'render' must be true or false.", field="render")
@@ -59,6 +60,7 @@ def _chat_fields(data: dict[str, Any]) -> dict[str, Any]:
         "system_prompt": system_prompt,
         "client_message_id": string_field(data, "client_message_id", required=False),
         "regenerate": regenerate,
+        "parameters": parameters,
         "render": render,
     }
 

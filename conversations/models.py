@@ -52,6 +52,9 @@ class Conversation(models.Model):
     # Pinned: at the top of the list. Archived: out of it, under "Archived".
     pinned = models.BooleanField(default=False)
     archived = models.BooleanField(default=False)
+    # The model parameters the user set for this conversation (turns.PARAMETERS):
+    # used by every turn until changed.
+    parameters = models.JSONField(default=dict, blank=True)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -98,6 +101,8 @@ class Message(models.Model):
     # Stop was asked for while it generated (from any tab): the process that runs
     # the generation reads it at its checkpoints.
     stop_requested = models.BooleanField(default=False)
+    # The parameters the reply's call was made with (its conversation's, then).
+    parameters = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -34,6 +34,7 @@ def message_json(m: Message) -> dict[str, Any]:
         "fallback_price": m.fallback_price,
         "error_code": m.error_code,
         "error_message": m.error_message,
+        "parameters": m.parameters,
         "created_at": m.created.isoformat(),
     }
 
@@ -58,5 +59,6 @@ def conversation_detail_json(
     return {
         **conversation_json(c, total, unpriced),
         "system_prompt": c.system_prompt,
+        "parameters": c.parameters,
         "messages": [message_json(m) for m in messages],
     }

@@ -28,6 +28,7 @@ from django.utils import timezone
 from django.utils.html import linebreaks
 
 from conversations import budgets, ledger
+from conversations import parameters as model_parameters
 from conversations.markdown import render_markdown
 from conversations.models import Conversation, Message, Status
 from conversations.selectors import reply_for_user
@@ -141,9 +142,11 @@ def chat_start(
     system_prompt: str | None = None,
     client_message_id: str = "",
     regenerate: bool = False,
+    parameters: dict[str, Any] | None = None,
 ) -> Turn | Replay:
     """Start a turn, or answer a repeated message again (Replay); ChatRefused for
-    anything that cannot start, with nothing saved."""
+    anything that cannot start, with nothing saved. `parameters`: the model
+    parameters to use from now on in the conversation (None: the ones it has)."""
     message = message.strip()
     if not regenerate and not message:
         raise ChatRefused(400, "required", "Write a message first.", field="message")
@@ -164,6 +167,11 @@ def chat_start(
 
     now = timezone.now()
     price = price_for(provider, model, at=now)
+    if parameters is not None:
+        try:
+            parameters = model_parameters.clean(adapter, parameters, price)
+        except model_parameters.InvalidParameter as exc:
+            raise ChatRefused(400, "invalid", exc.message, field=exc.field) from None
     slot = f"user:{user.pk}"
     try:
         if adapter.needs_key:  # the free demo never counts against a budget
@@ -196,6 +204,7 @@ def chat_start(
             system_prompt=system_prompt,
             client_message_id=client_message_id,
             regenerate=regenerate,
+            parameters=parameters,
             creds=creds,
             price=price,
             adapter=adapter,
@@ -279,6 +288,7 @@ def _open_turn(
     system_prompt: str | None,
     client_message_id: str,
     regenerate: bool,
+    parameters: dict[str, Any] | None,
     creds: Credentials,
     price: ModelPrice | None,
     adapter: Provider,
@@ -296,12 +306,19 @@ def _open_turn(
                 return earlier
         if conversation_id is None:
             conversation = _new_conversation(
-                user, provider, model, system_prompt, _title_from(message), now
+                user, provider, model, system_prompt, _title_from(message), parameters, now
             )
             history: list[ChatMessage] = []
         else:
             conversation = _take_conversation(
-                user, conversation_id, provider, model, system_prompt, _title_from(message), now
+                user,
+                conversation_id,
+                provider,
+                model,
+                system_prompt,
+                _title_from(message),
+                parameters,
+                now,
             )
             if regenerate:
                 _drop_last_reply(conversation)
@@ -310,6 +327,7 @@ def _open_turn(
             history.append(ChatMessage("user", message))
         if not history or history[-1].role != "user":
             raise ChatRefused(400, "nothing_to_answer", "There is no message to answer.")
+        used = model_parameters.carried(adapter, conversation.parameters, price)
         user_message, assistant = _new_messages(
             conversation,
             message=None if regenerate else message,
@@ -317,13 +335,17 @@ def _open_turn(
             provider=provider,
             model=model,
             key_source=creds.key_source,
+            parameters=used,
             now=now,
         )
         request = ChatRequest(
             model=model,
             messages=history,
             system=conversation.system_prompt,
-            max_output_tokens=_max_output_tokens(provider, price),
+            max_output_tokens=used.get("max_output_tokens") or _max_output_tokens(provider, price),
+            temperature=used.get("temperature"),
+            reasoning_effort=used.get("reasoning_effort"),
+            thinking_budget=used.get("thinking_budget"),
         )
         ledger.open_call(
             conversation=conversation, reply=assistant, request=request, price=price, started_at=now
@@ -334,7 +356,13 @@ def _open_turn(
 
 
 def _new_conversation(
-    user: User, provider: str, model: str, system_prompt: str | None, title: str, now: datetime
+    user: User,
+    provider: str,
+    model: str,
+    system_prompt: str | None,
+    title: str,
+    parameters: dict[str, Any] | None,
+    now: datetime,
 ) -> Conversation:
     return Conversation.objects.create(
         user=user,
@@ -342,6 +370,7 @@ def _new_conversation(
         provider=provider,
         model=model,
         system_prompt=system_prompt or "",
+        parameters=parameters or {},
         created=now,
         updated=now,
         busy_until=now + timedelta(seconds=settings.CHAT_STREAM_MAX_SECONDS),
@@ -355,6 +384,7 @@ def _take_conversation(
     model: str,
     system_prompt: str | None,
     title: str,
+    parameters: dict[str, Any] | None,
     now: datetime,
 ) -> Conversation:
     """The user's conversation, locked and taken for this turn (busy_until): 404
@@ -381,8 +411,18 @@ def _take_conversation(
         conversation.title = title
     if system_prompt is not None:
         conversation.system_prompt = system_prompt
+    if parameters is not None:
+        conversation.parameters = parameters
     conversation.save(
-        update_fields=["busy_until", "updated", "provider", "model", "title", "system_prompt"]
+        update_fields=[
+            "busy_until",
+            "updated",
+            "provider",
+            "model",
+            "title",
+            "system_prompt",
+            "parameters",
+        ]
     )
     conversation.user = user  # known: no query for it later (the ledger row)
     return conversation
@@ -396,6 +436,7 @@ def _new_messages(
     provider: str,
     model: str,
     key_source: str,
+    parameters: dict[str, Any],
     now: datetime,
 ) -> tuple[Message | None, Message]:
     """A turn's user message (none when regenerating) and its reply's row
@@ -416,6 +457,7 @@ def _new_messages(
         provider=provider,
         model=model,
         key_source=key_source,
+        parameters=parameters,
         created=now,
     )
     Message.objects.bulk_create([m for m in (user_message, assistant) if m is not None])

@@ -40,6 +40,10 @@ class ChatRequest:
     system: str = ""
     max_output_tokens: int | None = None
     temperature: float | None = None
+    # Reasoning, in the vendor's own terms: OpenAI's effort, or a thinking budget in
+    # tokens (Anthropic's extended thinking, Gemini's thinking budget).
+    reasoning_effort: str | None = None
+    thinking_budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,10 @@ class Provider(ABC):
     # wrong thing (another vendor's key, a sentence) is refused before it is saved.
     key_pattern: ClassVar[re.Pattern[str] | None] = None
     key_shape: ClassVar[str] = ""
+    # The parameters a user may set per conversation, as the vendor takes them.
+    max_temperature: ClassVar[float] = 2.0
+    reasoning_efforts: ClassVar[tuple[str, ...]] = ()
+    thinking_budgets: ClassVar[tuple[int, int] | None] = None  # least and most tokens
 
     @abstractmethod
     def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:

@@ -106,6 +106,8 @@ class AnthropicProvider(Provider):
     label = "Anthropic"
     key_pattern = re.compile(r"sk-ant-[A-Za-z0-9_-]{16,}")
     key_shape = "start with sk-ant-"
+    max_temperature = 1.0
+    thinking_budgets = (1024, 64000)
     base_url_setting = "ANTHROPIC_BASE_URL"
     api_key_setting = "ANTHROPIC_API_KEY"
 
@@ -135,6 +137,8 @@ class AnthropicProvider(Provider):
         }
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        if request.thinking_budget:
+            body["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
         call = http.anthropic_client(creds).messages.with_streaming_response.create(
             messages=[], **params, extra_body=body
         )

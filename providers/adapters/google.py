@@ -114,6 +114,7 @@ class GoogleProvider(Provider):
     label = "Google Gemini"
     key_pattern = re.compile(r"AIza[A-Za-z0-9_-]{20,}")
     key_shape = "start with AIza"
+    thinking_budgets = (0, 32768)
     base_url_setting = "GEMINI_BASE_URL"
     api_key_setting = "GEMINI_API_KEY"
 
@@ -151,6 +152,11 @@ class GoogleProvider(Provider):
             system_instruction=request.system or None,
             max_output_tokens=request.max_output_tokens,
             temperature=request.temperature,
+            thinking_config=(
+                types.ThinkingConfig(thinking_budget=request.thinking_budget)
+                if request.thinking_budget is not None
+                else None
+            ),
             # One call is one request: no automatic function calling or continuation
             # hops (each would be billed), and a plain stream that closes cleanly.
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),

@@ -116,6 +116,7 @@ class OpenAIProvider(Provider):
     label = "OpenAI"
     key_pattern = re.compile(r"sk-(?!ant-)[A-Za-z0-9_-]{16,}")
     key_shape = "start with sk-"
+    reasoning_efforts = ("minimal", "low", "medium", "high")
     base_url_setting = "OPENAI_BASE_URL"
     api_key_setting = "OPENAI_API_KEY"
 
@@ -137,6 +138,8 @@ class OpenAIProvider(Provider):
             params["max_output_tokens"] = request.max_output_tokens
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if request.reasoning_effort:
+            params["reasoning"] = {"effort": request.reasoning_effort}
         # The history goes as extra_body: already plain JSON, it needs none of the
         # SDK's per-item transform (a walk over its type hints for every message).
         body = {"input": [{"role": m.role, "content": m.content} for m in request.messages]}
