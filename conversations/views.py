@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from conversations import budgets, charts, selectors
 from conversations.models import Conversation
+from providers import registry
 
 
 @login_required
@@ -55,6 +56,7 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "has_unavailable": any(not m.available for m in models),
             "compatible": compatible,
             "budget": budgets.budget_status_if_limited(user),
+            "reasoning_efforts": registry.get("openai").reasoning_efforts,
         },
     )
 
@@ -110,7 +112,6 @@ def _plain(price: Decimal | None) -> str | None:
 def _compatible_available(user: Any) -> bool:
     from django.conf import settings
 
-    from providers import registry
     from providers.models import ProviderKey
 
     if "compatible" not in registry.enabled():

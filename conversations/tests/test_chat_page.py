@@ -313,3 +313,41 @@ def test_pinning_and_archiving_from_the_chat_header(asgi_page: Any) -> None:
     first.refresh_from_db()
     assert first.pinned
     assert first.archived
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_model_parameters_are_set_in_the_page_sent_and_shown_on_the_reply(
+    asgi_page: Any, mock_provider: Any, prices: None
+) -> None:
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, keyed_user("lou@example.com"))
+    mock_provider.configure(reply="Tuned reply.")
+    page.select_option("#model-picker", "openai|gpt-4o")
+    page.click("#parameters summary")
+    page.fill("#param-temperature", "0.2")
+    page.select_option("#param-reasoning-effort", "high")
+    # OpenAI takes no thinking budget: the field is not offered.
+    assert not page.locator("#param-thinking-budget").is_visible()
+    page.fill("#message-input", "Tune it")
+    page.keyboard.press("Enter")
+    meta = page.locator(".message-assistant .meta-parameters")
+    meta.wait_for()
+    assert meta.inner_text() == "temp 0.2 effort high"
+    sent = mock_provider.requests[-1].body
+    assert sent["temperature"] == 0.2
+    assert sent["reasoning"] == {"effort": "high"}
+    page.locator(".message-assistant .meta-cost").wait_for()
+    page.reload()
+    assert page.input_value("#param-temperature") == "0.2"
+    assert page.input_value("#param-reasoning-effort") == "high"
+    assert (
+        page.locator(".message-assistant .meta-parameters").inner_text() == "temp 0.2 effort high"
+    )
+    # A bad value is refused before anything is sent; the message stays in the box.
+    page.fill("#param-temperature", "7")
+    page.fill("#message-input", "Too hot")
+    page.keyboard.press("Enter")
+    page.locator("#banner", has_text="temperature").wait_for()
+    assert page.input_value("#message-input") == "Too hot"

@@ -170,6 +170,13 @@
     name.className = "meta-model";
     name.textContent = m.model;
     const parts = [name];
+    if (m.parameters && Object.keys(m.parameters).length) {
+      const p = document.createElement("span");
+      p.className = "meta-parameters";
+      p.title = "The parameters this reply was made with";
+      p.textContent = parameterText(m.parameters);
+      parts.push(p);
+    }
     if (m.status !== "generating") {
       let tokens = number(m.input_tokens) + " in";
       if (m.cached_tokens) tokens += " (" + number(m.cached_tokens) + " cached)";
@@ -226,6 +233,33 @@
 
   const customModel = document.getElementById("custom-model");
 
+  // The model parameters: the fields the selected model's provider takes are shown
+  // and sent; empty ones are left to the provider's defaults.
+  const parameterPanel = document.getElementById("parameters");
+  function showParameters() {
+    const { provider } = selectedModel();
+    for (const label of parameterPanel.querySelectorAll("label[data-for]")) {
+      label.hidden = !label.dataset.for.split(" ").includes(provider);
+    }
+  }
+  function parameters() {
+    const out = {};
+    for (const field of parameterPanel.querySelectorAll("input, select")) {
+      if (field.closest("label").hidden || field.value === "") continue;
+      out[field.name] = field.tagName === "SELECT" ? field.value : Number(field.value);
+    }
+    return out;
+  }
+
+  function parameterText(p) {
+    const parts = [];
+    if (p.temperature !== undefined && p.temperature !== null) parts.push("temp " + p.temperature);
+    if (p.max_output_tokens) parts.push("max " + number(p.max_output_tokens));
+    if (p.reasoning_effort) parts.push("effort " + p.reasoning_effort);
+    if (p.thinking_budget !== undefined && p.thinking_budget !== null) parts.push("thinking " + number(p.thinking_budget));
+    return parts.join(" ");
+  }
+
   function selectedModel() {
     const [provider, ...rest] = (picker.value || "").split("|");
     let model = rest.join("|");
@@ -268,7 +302,9 @@
   }
   addListedModels();
 
+  showParameters();
   picker.addEventListener("change", () => {
+    showParameters();
     customModel.hidden = !picker.value.startsWith("compatible|");
     if (!customModel.hidden) customModel.focus();
   });
@@ -423,6 +459,7 @@
       client_message_id: newId(),
       regenerate: Boolean(regenerate),
       render: true,
+      parameters: parameters(),
     };
     controller = new AbortController();
     setBusy(true);
