@@ -20,13 +20,14 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.template.loader import render_to_string
 
-from conversations import budgets, selectors, services, streaming, turns
+from conversations import budgets, presets, selectors, services, streaming, turns
 from conversations.models import Message, Status
 from conversations.serializers import (
     conversation_detail_json,
     conversation_json,
     message_json,
     money,
+    preset_json,
 )
 from llmchat.api import ApiError, api_view, error_response, id_field, read_json, string_field
 from providers import keys, registry
@@ -390,3 +391,46 @@ def usage(request: HttpRequest) -> JsonResponse:
             "by_day": [_usage_row(r) for r in summary["by_day"]],
         }
     )
+
+
+# --- Presets --------------------------------------------------------------------------
+
+
+def _preset_fields(data: dict[str, Any]) -> dict[str, Any]:
+    default = data.get("default", False)
+    if not isinstance(default, bool):
+        raise ApiError(400, "invalid", "'default' must be true or false.", field="default")
+    return {
+        "name": string_field(data, "name"),
+        "provider": string_field(data, "provider"),
+        "model": string_field(data, "model"),
+        "system_prompt": string_field(data, "system_prompt", required=False),
+        "parameters": data.get("parameters"),
+        "is_default": default,
+    }
+
+
+@api_view(["GET", "POST"])
+def preset_list(request: HttpRequest) -> JsonResponse:
+    if request.method == "POST":
+        fields = _preset_fields(read_json(request, max_bytes=64 * 1024))
+        try:
+            preset = presets.preset_save(user=request.user, **fields)  # type: ignore[arg-type]
+        except turns.ChatRefused as exc:
+            raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
+        return JsonResponse(preset_json(preset), status=201)
+    mine = selectors.presets_for_user(request.user)  # type: ignore[arg-type]
+    return JsonResponse([preset_json(p) for p in mine], safe=False)
+
+
+@api_view(["PUT", "DELETE"])
+def preset_detail(request: HttpRequest, pk: int) -> JsonResponse:
+    if request.method == "DELETE":
+        presets.preset_delete(user=request.user, pk=pk)  # type: ignore[arg-type]
+        return JsonResponse({"deleted": True})
+    fields = _preset_fields(read_json(request, max_bytes=64 * 1024))
+    try:
+        preset = presets.preset_save(user=request.user, pk=pk, **fields)  # type: ignore[arg-type]
+    except turns.ChatRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
+    return JsonResponse(preset_json(preset))

@@ -13,4 +13,6 @@ urlpatterns = [
     path("models", api.model_list, name="api-models"),
     path("models/<str:provider>/listed", api.model_listing, name="api-model-listing"),
     path("usage", api.usage, name="api-usage"),
+    path("presets", api.preset_list, name="api-presets"),
+    path("presets/<id:pk>", api.preset_detail, name="api-preset"),
 ]

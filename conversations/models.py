@@ -206,3 +206,33 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model} {self.created:%Y-%m-%d %H:%M}"
+
+
+class Preset(models.Model):
+    """A saved way to start a chat: model, system prompt and parameters. A user's
+    default preset (at most one) is what a new chat starts with."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="presets"
+    )
+    name = models.CharField(max_length=100)
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=200)
+    system_prompt = models.TextField(blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+    is_default = models.BooleanField(default=False)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "name"], name="preset_name_unique_per_user"),
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=models.Q(is_default=True),
+                name="one_default_preset_per_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Preset #{self.pk}"

@@ -14,7 +14,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.http import Http404
 
 from conversations import budgets
-from conversations.models import Conversation, Message, UsageRecord
+from conversations.models import Conversation, Message, Preset, UsageRecord
 from pricing.models import FALLBACK_MODEL, ModelPrice, prices_for
 from providers import registry
 from providers.keys import Listing
@@ -30,6 +30,10 @@ def conversation_for_user(user: User, pk: object) -> Conversation:
         return Conversation.objects.for_user(user).get(pk=int(str(pk)))
     except (Conversation.DoesNotExist, ValueError):
         raise Http404("No such conversation.") from None
+
+
+def presets_for_user(user: User) -> QuerySet[Preset]:
+    return Preset.objects.filter(user=user).order_by("name", "id")
 
 
 def reply_for_user(user: User, pk: int) -> Message:

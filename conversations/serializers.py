@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, Preset
 from pricing.calculator import MICRO_DOLLAR
 
 
@@ -50,6 +50,18 @@ def conversation_json(c: Conversation, total: Decimal, unpriced: int) -> dict[st
         "archived": c.archived,
         "total_cost": money(total),
         "unpriced_calls": unpriced,
+    }
+
+
+def preset_json(p: Preset) -> dict[str, Any]:
+    return {
+        "id": p.pk,
+        "name": p.name,
+        "provider": p.provider,
+        "model": p.model,
+        "system_prompt": p.system_prompt,
+        "parameters": p.parameters,
+        "default": p.is_default,
     }
 
 

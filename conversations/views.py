@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -10,8 +11,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from conversations import budgets, charts, selectors
+from conversations import budgets, charts, presets, selectors
 from conversations.models import Conversation
+from conversations.serializers import preset_json
 from providers import registry
 
 
@@ -40,10 +42,9 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     if detail is not None:
         current = {"provider": detail.conversation.provider, "model": detail.conversation.model}
         _keep_selectable(picker, current)
-    else:
-        first = next((m for m in models if m.available), None)
-        if first is not None:
-            current = {"provider": first.provider, "model": first.model}
+    starting = None
+    if detail is None:
+        current, starting = _new_chat_start(user, models)
     return render(
         request,
         "conversations/chat.html",
@@ -57,8 +58,37 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "compatible": compatible,
             "budget": budgets.budget_status_if_limited(user),
             "reasoning_efforts": registry.get("openai").reasoning_efforts,
+            "presets": [
+                {**preset_json(p), "json": json.dumps(preset_json(p))}
+                for p in selectors.presets_for_user(user)
+            ],
+            # What a new chat starts with beyond its model: the default preset's.
+            "starting": {
+                "id": starting.pk if starting else None,
+                "system_prompt": starting.system_prompt if starting else "",
+                "parameters": starting.parameters if starting else {},
+            },
         },
     )
+
+
+def _new_chat_start(user: Any, models: list[Any]) -> tuple[dict[str, str] | None, Any]:
+    """What a new chat starts with: the user's default preset; else the model of
+    their last conversation, if they may still use it; else the first model they
+    may use that is not the demo; else the demo. (The preset, or None.)"""
+    usable = {(m.provider, m.model) for m in models if m.available}
+    preset = presets.default_preset(user)
+    if preset is not None and (
+        preset.provider == "compatible" or (preset.provider, preset.model) in usable
+    ):
+        return {"provider": preset.provider, "model": preset.model}, preset
+    last = selectors.conversation_list(user, archived=None).first()
+    if last is not None and (last.provider, last.model) in usable:
+        return {"provider": last.provider, "model": last.model}, None
+    ranked = sorted((m for m in models if m.available), key=lambda m: m.provider == "demo")
+    if ranked:
+        return {"provider": ranked[0].provider, "model": ranked[0].model}, None
+    return None, None
 
 
 def sidebar_groups(conversations: Any) -> list[tuple[str, list[Conversation]]]:

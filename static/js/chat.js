@@ -302,6 +302,102 @@
   }
   addListedModels();
 
+  // Presets: a saved model, system prompt and parameters to start from.
+  const presetPicker = document.getElementById("preset-picker");
+  const presetDefault = document.getElementById("preset-default");
+  const presetDelete = document.getElementById("preset-delete");
+
+  function selectedPreset() {
+    const option = presetPicker.selectedOptions[0];
+    return option && option.dataset.preset ? JSON.parse(option.dataset.preset) : null;
+  }
+
+  function presetButtons() {
+    const preset = selectedPreset();
+    presetDelete.hidden = !preset;
+    presetDefault.hidden = !preset || preset.default;
+  }
+
+  function applyPreset(preset) {
+    const value = preset.provider + "|" + (preset.provider === "compatible" ? "" : preset.model);
+    if (Array.from(picker.options).some((o) => o.value === value && !o.disabled)) picker.value = value;
+    customModel.hidden = !picker.value.startsWith("compatible|");
+    if (preset.provider === "compatible") customModel.value = preset.model;
+    systemPrompt.value = preset.system_prompt;
+    if (preset.system_prompt) systemPrompt.closest("details").open = true;
+    for (const field of parameterPanel.querySelectorAll("input, select")) {
+      const set = preset.parameters[field.name];
+      field.value = set === undefined || set === null ? "" : String(set);
+    }
+    parameterPanel.open = Object.keys(preset.parameters).length > 0;
+    showParameters();
+  }
+
+  function presetBody(name, isDefault) {
+    const { provider, model } = selectedModel();
+    return { name, provider, model, system_prompt: systemPrompt.value, parameters: parameters(), default: isDefault };
+  }
+
+  function presetOption(preset) {
+    let option = presetPicker.querySelector('option[value="' + preset.id + '"]');
+    if (!option) {
+      option = document.createElement("option");
+      option.value = String(preset.id);
+      presetPicker.appendChild(option);
+    }
+    option.dataset.preset = JSON.stringify(preset);
+    option.textContent = preset.name + (preset.default ? " (default)" : "");
+    return option;
+  }
+
+  async function sendPreset(url, method, body) {
+    const response = await fetch(url, {
+      method,
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const answer = await response.json();
+    if (!response.ok) {
+      showBanner(answer.error.message, answer.error.code);
+      return null;
+    }
+    hideBanner();
+    return answer;
+  }
+
+  presetPicker.addEventListener("change", () => {
+    const preset = selectedPreset();
+    if (preset) applyPreset(preset);
+    presetButtons();
+  });
+  document.getElementById("preset-save").addEventListener("click", async () => {
+    const name = window.prompt("Name this preset (model, system prompt and parameters)");
+    if (!name) return;
+    const preset = await sendPreset("/api/presets", "POST", presetBody(name, false));
+    if (preset) presetOption(preset).selected = true;
+    presetButtons();
+  });
+  presetDefault.addEventListener("click", async () => {
+    const chosen = selectedPreset();
+    const preset = await sendPreset("/api/presets/" + chosen.id, "PUT", { ...chosen, default: true });
+    if (!preset) return;
+    for (const option of presetPicker.querySelectorAll("option[data-preset]")) {
+      presetOption({ ...JSON.parse(option.dataset.preset), default: false });
+    }
+    presetOption(preset);
+    presetButtons();
+  });
+  presetDelete.addEventListener("click", async () => {
+    const chosen = selectedPreset();
+    if (!window.confirm('Delete the preset "' + chosen.name + '"? Conversations keep their settings.')) return;
+    if (await sendPreset("/api/presets/" + chosen.id, "DELETE")) {
+      presetPicker.selectedOptions[0].remove();
+      presetPicker.value = "";
+    }
+    presetButtons();
+  });
+  presetButtons();
+
   showParameters();
   picker.addEventListener("change", () => {
     showParameters();

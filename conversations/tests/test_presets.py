@@ -1,0 +1,146 @@
+"""Presets: saved model, system prompt and parameters; the default one starts a new chat."""
+
+import json
+import re
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from conversations.models import Conversation, Preset
+from conversations.tests.test_browser import sign_in
+from conversations.tests.test_chat_page import LAPTOP, keyed_user
+from llmchat.tests.browser import asgi_page
+
+__all__ = ["asgi_page"]
+
+GOOD = {
+    "name": "Terse reviewer",
+    "provider": "openai",
+    "model": "gpt-4o",
+    "system_prompt": "Review code tersely.",
+    "parameters": {"temperature": 0.2},
+}
+
+
+def send(client: Client, method: str, url: str, body: Any = None) -> Any:
+    return getattr(client, method)(url, json.dumps(body or {}), content_type="application/json")
+
+
+@pytest.mark.django_db
+def test_presets_are_saved_listed_replaced_and_deleted(
+    client: Client, alice: Any, bob: Any
+) -> None:
+    client.force_login(alice)
+    made = send(client, "post", "/api/presets", {**GOOD, "default": True})
+    assert made.status_code == 201
+    preset = made.json()
+    assert preset["default"] is True
+    assert preset["parameters"] == {"temperature": 0.2}
+    other = send(client, "post", "/api/presets", {**GOOD, "name": "Other", "default": True}).json()
+    # One default at a time.
+    listed = client.get("/api/presets").json()
+    assert [(p["name"], p["default"]) for p in listed] == [
+        ("Other", True),
+        ("Terse reviewer", False),
+    ]
+    replaced = send(
+        client, "put", f"/api/presets/{preset['id']}", {**GOOD, "system_prompt": "Be kind."}
+    )
+    assert replaced.json()["system_prompt"] == "Be kind."
+    # Names are unique per user.
+    assert send(client, "post", "/api/presets", GOOD).status_code == 409
+    # Someone else's presets are not found.
+    client.force_login(bob)
+    assert client.get("/api/presets").json() == []
+    assert send(client, "delete", f"/api/presets/{other['id']}").status_code == 404
+    client.force_login(alice)
+    assert send(client, "delete", f"/api/presets/{other['id']}").json() == {"deleted": True}
+    assert list(Preset.objects.values_list("name", flat=True)) == ["Terse reviewer"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"provider": "nope"}, "provider"),
+        ({"model": ""}, "model"),
+        (
+            {"parameters": {"reasoning_effort": "high"}, "provider": "anthropic"},
+            "parameters.reasoning_effort",
+        ),
+        ({"parameters": {"temperature": 5}}, "parameters.temperature"),
+        ({"default": "yes"}, "default"),
+    ],
+)
+def test_a_bad_preset_is_refused(client: Client, alice: Any, change: Any, field: str) -> None:
+    client.force_login(alice)
+    response = send(client, "post", "/api/presets", {**GOOD, **change})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == field
+    assert not Preset.objects.exists()
+
+
+def selected_model(html: str) -> str:
+    picker = html.split('id="model-picker"')[1].split("</select>")[0]
+    chosen = re.findall(r'<option value="([^"]+)"[^>]*?\bselected\b', picker)
+    assert len(chosen) == 1, chosen
+    return chosen[0]
+
+
+@pytest.mark.django_db
+def test_a_new_chat_starts_with_the_default_preset(
+    client: Client, alice: Any, prices: None, settings: Any
+) -> None:
+    settings.OPENAI_API_KEY = "sk-server-key-for-the-picker-0000000"
+    Conversation.objects.create(user=alice, provider="openai", model="gpt-4o-mini")
+    Preset.objects.create(user=alice, **GOOD, is_default=True)
+    client.force_login(alice)
+    html = client.get("/").content.decode()
+    assert selected_model(html) == "openai|gpt-4o"  # the preset's, not the last used
+    assert ">Review code tersely.</textarea>" in html
+    assert re.search(r'id="param-temperature"[^>]*value="0.2"', html)
+    assert re.search(r'<option value="\d+"[^>]*selected>Terse reviewer \(default\)</option>', html)
+
+
+@pytest.mark.django_db
+def test_without_a_preset_a_new_chat_starts_with_the_last_model_used_not_the_demo(
+    client: Client, alice: Any, prices: None, settings: Any
+) -> None:
+    settings.OPENAI_API_KEY = "sk-server-key-for-the-picker-0000000"
+    client.force_login(alice)
+    # Nothing used yet: a real model the user may use, not the demo.
+    assert not selected_model(client.get("/").content.decode()).startswith("demo|")
+    Conversation.objects.create(user=alice, provider="openai", model="gpt-4o-mini")
+    assert selected_model(client.get("/").content.decode()) == "openai|gpt-4o-mini"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_person_saves_a_preset_makes_it_the_default_and_a_new_chat_starts_with_it(
+    asgi_page: Any, mock_provider: Any, prices: None
+) -> None:
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, keyed_user("max@example.com"))
+    page.on("dialog", lambda d: d.accept("Careful") if d.type == "prompt" else d.accept())
+    page.select_option("#model-picker", "openai|gpt-4o")
+    page.click("details.system-prompt summary")
+    page.fill("#system-prompt", "Answer carefully.")
+    page.click("#parameters summary")
+    page.fill("#param-temperature", "0.3")
+    page.click("#preset-save")
+    page.locator("#preset-picker option", has_text="Careful").wait_for(state="attached")
+    page.click("#preset-default")
+    page.locator("#preset-picker option", has_text="Careful (default)").wait_for(state="attached")
+    page.goto("/")
+    assert page.input_value("#model-picker") == "openai|gpt-4o"
+    assert page.input_value("#system-prompt") == "Answer carefully."
+    assert page.input_value("#param-temperature") == "0.3"
+    # Picking "No preset" then the preset applies it again.
+    page.fill("#system-prompt", "")
+    page.select_option("#preset-picker", "")
+    page.select_option("#preset-picker", label="Careful (default)")
+    assert page.input_value("#system-prompt") == "Answer carefully."
+    assert Preset.objects.get().is_default
