@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.template.loader import render_to_string
 
-from conversations import budgets, presets, selectors, services, streaming, turns
+from conversations import budgets, estimates, presets, selectors, services, streaming, turns
 from conversations.models import Message, Status
 from conversations.serializers import (
     conversation_detail_json,
@@ -99,6 +99,34 @@ def _chat_start(user: Any, fields: dict[str, Any]) -> turns.Turn | turns.Replay:
         return turns.chat_start(user=user, **fields)
     finally:
         streaming.release_connections()
+
+
+@api_view(["POST"])
+def chat_estimate(request: HttpRequest) -> JsonResponse:
+    """The next turn's input, estimated while the user types; nothing is recorded."""
+    data = read_json(request, max_bytes=MAX_CHAT_BODY)
+    system_prompt = data.get("system_prompt")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise ApiError(400, "invalid", "'system_prompt' must be a string.", field="system_prompt")
+    try:
+        estimate = estimates.next_turn_input(
+            user=request.user,  # type: ignore[arg-type]
+            conversation_id=id_field(data, "conversation"),
+            provider=string_field(data, "provider"),
+            model=string_field(data, "model"),
+            message=string_field(data, "message", required=False),
+            system_prompt=system_prompt,
+        )
+    except turns.ChatRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
+    return JsonResponse(
+        {
+            "input_tokens": estimate.input_tokens,
+            "method": estimate.method,
+            "input_cost": money(estimate.cost),
+            "budget_left": money(estimate.budget_left),
+        }
+    )
 
 
 @api_view(["GET"])

@@ -5,6 +5,7 @@ from llmchat import converters  # noqa: F401  (registers <id:...>)
 
 urlpatterns = [
     path("chat", api.chat, name="api-chat"),
+    path("chat/estimate", api.chat_estimate, name="api-chat-estimate"),
     path("chat/<id:message_id>/events", api.chat_events, name="api-chat-events"),
     path("chat/<id:message_id>/stop", api.chat_stop, name="api-chat-stop"),
     path("conversations", api.conversation_list, name="api-conversations"),

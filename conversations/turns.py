@@ -473,6 +473,11 @@ def _drop_last_reply(conversation: Conversation) -> None:
         last.delete()
 
 
+def conversation_history(conversation: Conversation) -> list[ChatMessage]:
+    """The messages a next turn in the conversation would send before its own."""
+    return _history(conversation)
+
+
 def _history(conversation: Conversation, *, before: int | None = None) -> list[ChatMessage]:
     messages = Message.objects.filter(conversation=conversation).order_by("id")
     if before is not None:

@@ -351,3 +351,21 @@ def test_model_parameters_are_set_in_the_page_sent_and_shown_on_the_reply(
     page.keyboard.press("Enter")
     page.locator("#banner", has_text="temperature").wait_for()
     assert page.input_value("#message-input") == "Too hot"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_next_messages_input_cost_is_estimated_as_the_user_types(
+    asgi_page: Any, prices: None
+) -> None:
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, keyed_user("ned2@example.com"))
+    page.select_option("#model-picker", "openai|gpt-4o")
+    page.fill("#message-input", "x" * 4000)  # about 1,000 tokens at $2.50 per million
+    line = page.locator("#cost-estimate")
+    line.wait_for()
+    text = line.inner_text()
+    assert "~1,000 input tokens" in text
+    assert "$0.0025" in text
+    assert "about 4 characters a token" in text

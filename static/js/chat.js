@@ -682,6 +682,47 @@
     await refreshConversation();
   }
 
+  // What the next message's input will cost, estimated as the user types (never
+  // recorded: the reply shows what the provider reports).
+  const estimateLine = document.getElementById("cost-estimate");
+  let estimateTimer = null;
+  let estimateSeq = 0;
+  function estimateSoon() {
+    clearTimeout(estimateTimer);
+    estimateTimer = setTimeout(estimate, 400);
+  }
+  async function estimate() {
+    const { provider, model } = selectedModel();
+    const text = input.value;
+    if (!provider || !model || (!text.trim() && !conversationId)) {
+      estimateLine.hidden = true;
+      return;
+    }
+    const seq = ++estimateSeq;
+    let answer;
+    try {
+      const response = await fetch("/api/chat/estimate", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+        body: JSON.stringify({ conversation: conversationId, provider, model, message: text, system_prompt: systemPrompt.value }),
+      });
+      if (!response.ok) return;
+      answer = await response.json();
+    } catch (err) {
+      return;
+    }
+    if (seq !== estimateSeq) return; // a newer one is on its way
+    let line = "Estimate: ~" + number(answer.input_tokens) + " input tokens";
+    if (answer.method === "approximate") line += " (about 4 characters a token)";
+    line += answer.input_cost === null ? ", model unpriced" : " ≈ " + money(answer.input_cost) + " before the reply";
+    if (answer.budget_left !== null) line += " · " + money(answer.budget_left) + " left this month";
+    estimateLine.textContent = line;
+    estimateLine.hidden = false;
+  }
+  input.addEventListener("input", estimateSoon);
+  systemPrompt.addEventListener("input", estimateSoon);
+  picker.addEventListener("change", estimateSoon);
+
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = input.value.trim();
