@@ -20,7 +20,16 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.template.loader import render_to_string
 
-from conversations import budgets, estimates, presets, selectors, services, streaming, turns
+from conversations import (
+    budgets,
+    estimates,
+    favourites,
+    presets,
+    selectors,
+    services,
+    streaming,
+    turns,
+)
 from conversations.models import Message, Status
 from conversations.serializers import (
     conversation_detail_json,
@@ -328,11 +337,32 @@ def model_list(request: HttpRequest) -> JsonResponse:
                 "context_window": c.context_window,
                 "available": c.available,
                 "deprecated": c.deprecated,
+                "favourite": c.favourite,
             }
             for c in choices
         ],
         safe=False,
     )
+
+
+@api_view(["POST"])
+def model_favourite(request: HttpRequest) -> JsonResponse:
+    """{"provider", "model", "favourite"}: star a model, or unstar it."""
+    data = read_json(request, max_bytes=4096)
+    favourite = data.get("favourite")
+    if not isinstance(favourite, bool):
+        raise ApiError(400, "invalid", "'favourite' must be true or false.", field="favourite")
+    provider, model = string_field(data, "provider"), string_field(data, "model")
+    try:
+        favourites.favourite_set(
+            user=request.user,  # type: ignore[arg-type]
+            provider=provider,
+            model=model,
+            favourite=favourite,
+        )
+    except turns.ChatRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
+    return JsonResponse({"provider": provider, "model": model, "favourite": favourite})
 
 
 @api_view(["GET"])

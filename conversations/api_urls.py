@@ -12,6 +12,7 @@ urlpatterns = [
     path("conversations/<id:pk>", api.conversation_detail, name="api-conversation"),
     path("conversations/<id:pk>/export", api.conversation_export, name="api-conversation-export"),
     path("models", api.model_list, name="api-models"),
+    path("models/favourites", api.model_favourite, name="api-model-favourite"),
     path("models/<str:provider>/listed", api.model_listing, name="api-model-listing"),
     path("usage", api.usage, name="api-usage"),
     path("presets", api.preset_list, name="api-presets"),

@@ -236,3 +236,24 @@ class Preset(models.Model):
 
     def __str__(self) -> str:
         return f"Preset #{self.pk}"
+
+
+class FavouriteModel(models.Model):
+    """A model the user starred: the picker lists it first."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="favourite_models"
+    )
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=200)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "provider", "model"], name="favourite_model_unique_per_user"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model}"

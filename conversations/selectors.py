@@ -14,7 +14,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.http import Http404
 
 from conversations import budgets
-from conversations.models import Conversation, Message, Preset, UsageRecord
+from conversations.models import Conversation, FavouriteModel, Message, Preset, UsageRecord
 from pricing.models import FALLBACK_MODEL, ModelPrice, prices_for
 from providers import registry
 from providers.keys import Listing
@@ -122,6 +122,7 @@ class ModelChoice:
     context_window: int | None
     available: bool
     deprecated: bool = False
+    favourite: bool = False
 
 
 def models_for_user(user: User) -> list[ModelChoice]:
@@ -136,6 +137,7 @@ def models_for_user(user: User) -> list[ModelChoice]:
         or name in keys
         or (settings.ALLOW_SERVER_KEYS and provider.server_credentials() is not None)
     }
+    starred = set(FavouriteModel.objects.filter(user=user).values_list("provider", "model"))
     prices = (
         ModelPrice.objects.in_effect()
         .filter(active=True, provider__in=list(enabled))
@@ -154,6 +156,7 @@ def models_for_user(user: User) -> list[ModelChoice]:
             context_window=p.context_window,
             available=p.provider in usable,
             deprecated=p.deprecated,
+            favourite=(p.provider, p.model) in starred,
         )
         for p in prices
     ]

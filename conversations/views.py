@@ -33,6 +33,7 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "input": _plain(m.input_per_mtok),
             "output": _plain(m.output_per_mtok),
             "available": m.available,
+            "favourite": m.favourite,
         }
         for m in models
     ]
@@ -55,6 +56,7 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "picker": picker,
             "current": current,
             "has_unavailable": any(not m.available for m in models),
+            "has_favourites": any(m.favourite for m in models),
             "compatible": compatible,
             "budget": budgets.budget_status_if_limited(user),
             "reasoning_efforts": registry.get("openai").reasoning_efforts,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from conversations.models import Conversation, Preset
+from conversations.models import Conversation, FavouriteModel, Preset
 from conversations.tests.test_browser import sign_in
 from conversations.tests.test_chat_page import LAPTOP, keyed_user
 from llmchat.tests.browser import asgi_page
@@ -144,3 +144,53 @@ def test_a_person_saves_a_preset_makes_it_the_default_and_a_new_chat_starts_with
     page.select_option("#preset-picker", label="Careful (default)")
     assert page.input_value("#system-prompt") == "Answer carefully."
     assert Preset.objects.get().is_default
+
+
+@pytest.mark.django_db
+def test_favourite_models_are_starred_and_listed_first(
+    client: Client, alice: Any, bob: Any, prices: None, settings: Any
+) -> None:
+    settings.OPENAI_API_KEY = "sk-server-key-for-the-picker-0000000"
+    client.force_login(alice)
+    star = {"provider": "openai", "model": "gpt-4o-mini", "favourite": True}
+    assert send(client, "post", "/api/models/favourites", star).json() == star
+    assert send(client, "post", "/api/models/favourites", star).status_code == 200  # again: same
+    models = {(m["provider"], m["model"]): m for m in client.get("/api/models").json()}
+    assert models["openai", "gpt-4o-mini"]["favourite"] is True
+    assert models["openai", "gpt-4o"]["favourite"] is False
+    html = client.get("/").content.decode()
+    group = html.split("data-favourites")[1].split("</optgroup>")[0]
+    assert 'value="openai|gpt-4o-mini"' in group
+    assert 'value="openai|gpt-4o"' not in group.replace('value="openai|gpt-4o-mini"', "")
+    # Someone else's stars are their own.
+    client.force_login(bob)
+    assert client.get("/api/models").json()[0]["favourite"] is False
+    assert "data-favourites hidden" in client.get("/").content.decode()
+    client.force_login(alice)
+    unstar = send(client, "post", "/api/models/favourites", {**star, "favourite": False})
+    assert unstar.status_code == 200
+    assert not FavouriteModel.objects.exists()
+    bad = send(client, "post", "/api/models/favourites", {**star, "provider": "nope"})
+    assert bad.status_code == 400
+    assert (
+        send(client, "post", "/api/models/favourites", {**star, "favourite": 1}).status_code == 400
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_person_finds_a_model_and_stars_it(asgi_page: Any, prices: None) -> None:
+    page = asgi_page
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, keyed_user("nia@example.com"))
+    page.fill("#model-search", "4o mini")
+    assert page.input_value("#model-picker") == "openai|gpt-4o-mini"
+    visible = page.locator("#model-picker option:not([hidden])").all_inner_texts()
+    assert visible
+    assert all("mini" in text.lower() for text in visible)
+    page.click("#model-favourite")
+    page.locator("#model-favourite[aria-pressed=true]").wait_for()
+    page.reload()
+    starred = page.locator("#model-picker optgroup[data-favourites] option")
+    assert starred.count() == 1
+    assert starred.get_attribute("value") == "openai|gpt-4o-mini"

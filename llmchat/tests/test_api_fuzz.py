@@ -57,6 +57,13 @@ FIELDS = [
     "title",
     "key",
     "base_url",
+    "parameters",
+    "render",
+    "pinned",
+    "archived",
+    "name",
+    "default",
+    "favourite",
 ]
 PROVIDERS = ["demo", "openai", "anthropic", "google", "compatible"]
 

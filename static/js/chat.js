@@ -398,8 +398,73 @@
   });
   presetButtons();
 
+  // Finding a model: options that do not match what is typed are hidden.
+  const modelSearch = document.getElementById("model-search");
+  modelSearch.addEventListener("input", () => {
+    const words = modelSearch.value.toLowerCase().split(/\s+/).filter(Boolean);
+    for (const group of picker.querySelectorAll("optgroup")) {
+      let shown = 0;
+      for (const option of group.querySelectorAll("option")) {
+        const text = (option.textContent + " " + group.label).toLowerCase();
+        option.hidden = !words.every((w) => text.includes(w));
+        if (!option.hidden) shown++;
+      }
+      group.hidden = shown === 0 || (group.dataset.favourites !== undefined && !group.children.length);
+    }
+    // The first match that may be used is chosen, so Enter-free typing works.
+    const current = picker.selectedOptions[0];
+    if (!current || current.hidden) {
+      const first = Array.from(picker.options).find((o) => !o.hidden && !o.disabled);
+      if (first) {
+        picker.value = first.value;
+        picker.dispatchEvent(new Event("change"));
+      }
+    }
+  });
+
+  // Favourites: listed first, in a group of their own.
+  const favouriteButton = document.getElementById("model-favourite");
+  const favourites = picker.querySelector("optgroup[data-favourites]");
+  function isFavourite(value) {
+    return Array.from(favourites.children).some((o) => o.value === value);
+  }
+  function showFavourite() {
+    const { provider, model } = selectedModel();
+    const starred = isFavourite(picker.value);
+    favouriteButton.hidden = !provider || !model || provider === "compatible";
+    favouriteButton.setAttribute("aria-pressed", String(starred));
+    favouriteButton.textContent = starred ? "★ Favourite" : "☆ Favourite";
+  }
+  favouriteButton.addEventListener("click", async () => {
+    const { provider, model } = selectedModel();
+    const value = picker.value;
+    const favourite = !isFavourite(value);
+    const response = await fetch("/api/models/favourites", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: JSON.stringify({ provider, model, favourite }),
+    });
+    if (!response.ok) {
+      const error = (await response.json()).error;
+      showBanner(error.message, error.code);
+      return;
+    }
+    if (favourite) {
+      const copy = picker.selectedOptions[0].cloneNode(true);
+      favourites.appendChild(copy);
+      picker.value = value;
+    } else {
+      for (const o of Array.from(favourites.children)) if (o.value === value) o.remove();
+      picker.value = value;
+    }
+    favourites.hidden = favourites.children.length === 0;
+    showFavourite();
+  });
+  showFavourite();
+
   showParameters();
   picker.addEventListener("change", () => {
+    showFavourite();
     showParameters();
     customModel.hidden = !picker.value.startsWith("compatible|");
     if (!customModel.hidden) customModel.focus();
