@@ -759,7 +759,7 @@
   async function estimate() {
     const { provider, model } = selectedModel();
     const text = input.value;
-    if (!provider || !model || (!text.trim() && !conversationId)) {
+    if (!provider || !model || !text.trim()) {
       estimateLine.hidden = true;
       return;
     }
