@@ -40,10 +40,7 @@ def next_turn_input(
     message: str,
     system_prompt: str | None,
 ) -> InputEstimate:
-    if provider not in registry.enabled():
-        raise turns.ChatRefused(400, "unknown_provider", "Unknown provider.", field="provider")
-    if not model or len(model) > 200:
-        raise turns.ChatRefused(400, "invalid", "Pick a model.", field="model")
+    turns.check_model(provider, model)
     history: list[ChatMessage] = []
     system = system_prompt or ""
     if conversation_id is not None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from conversations.models import FavouriteModel
-from conversations.turns import ChatRefused
-from providers import registry
+from conversations.turns import ChatRefused, check_model
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -15,10 +14,7 @@ MAX_FAVOURITES = 50
 
 
 def favourite_set(*, user: User, provider: str, model: str, favourite: bool) -> None:
-    if provider not in registry.enabled():
-        raise ChatRefused(400, "unknown_provider", "Unknown provider.", field="provider")
-    if not model or len(model) > 200 or not model.isprintable():
-        raise ChatRefused(400, "invalid", "Pick a model.", field="model")
+    check_model(provider, model)
     mine = FavouriteModel.objects.filter(user=user)
     if not favourite:
         mine.filter(provider=provider, model=model).delete()

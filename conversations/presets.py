@@ -11,7 +11,7 @@ from django.http import Http404
 
 from conversations import parameters as model_parameters
 from conversations.models import Preset
-from conversations.turns import ChatRefused
+from conversations.turns import ChatRefused, check_model
 from pricing.models import price_for
 from providers import registry
 
@@ -45,10 +45,7 @@ def preset_save(
         raise ChatRefused(
             400, "invalid", "A preset needs a name of up to 100 characters.", field="name"
         )
-    if provider not in registry.enabled():
-        raise ChatRefused(400, "unknown_provider", "Unknown provider.", field="provider")
-    if not model or len(model) > 200 or not model.isprintable():
-        raise ChatRefused(400, "invalid", "Pick a model.", field="model")
+    check_model(provider, model)
     if len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS or "\x00" in system_prompt:
         raise ChatRefused(400, "invalid", "The system prompt is too long.", field="system_prompt")
     adapter = registry.get(provider)

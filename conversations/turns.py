@@ -92,15 +92,21 @@ class Replay:
     assistant_message: Message
 
 
+def check_model(provider: str, model: str) -> None:
+    """An enabled provider and a model id that could be one (ChatRefused otherwise):
+    for a turn, a preset, a favourite or an estimate alike."""
+    if provider not in registry.enabled():
+        raise ChatRefused(400, "unknown_provider", "Unknown provider.", field="provider")
+    if not model or len(model) > 200 or not model.isprintable():
+        raise ChatRefused(400, "invalid", "Pick a model.", field="model")
+
+
 def _validate(
     *, provider: str, model: str, message: str, system_prompt: str | None, client_message_id: str
 ) -> None:
-    if provider not in registry.enabled():
-        raise ChatRefused(400, "unknown_provider", "Unknown provider.", field="provider")
+    check_model(provider, model)
     if "\x00" in message or (system_prompt and "\x00" in system_prompt):
         raise ChatRefused(400, "invalid", "The text contains a NUL character.", field="message")
-    if not model or len(model) > 200 or not model.isprintable():
-        raise ChatRefused(400, "invalid", "Pick a model.", field="model")
     if len(message) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatRefused(
             413,

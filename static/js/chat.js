@@ -812,7 +812,9 @@
     });
   }
 
-  stopButton.addEventListener("click", async () => {
+  stopButton.addEventListener("click", async (event) => {
+    // The second click of a double-click on Send lands here: it is not a Stop.
+    if (event.detail > 1) return;
     const current = messages.querySelector("li.message-assistant.status-generating:last-child");
     if (!current) return;
     if (!current.dataset.id) {
