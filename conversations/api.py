@@ -111,15 +111,15 @@ def _chat_start(user: Any, fields: dict[str, Any]) -> turns.Turn | turns.Replay:
 
 
 @api_view(["POST"])
-def chat_estimate(request: HttpRequest) -> JsonResponse:
+async def chat_estimate(request: HttpRequest) -> JsonResponse:
     """The next turn's input, estimated while the user types; nothing is recorded."""
     data = read_json(request, max_bytes=MAX_CHAT_BODY)
     system_prompt = data.get("system_prompt")
     if system_prompt is not None and not isinstance(system_prompt, str):
         raise ApiError(400, "invalid", "'system_prompt' must be a string.", field="system_prompt")
     try:
-        estimate = estimates.next_turn_input(
-            user=request.user,  # type: ignore[arg-type]
+        estimate = await estimates.next_turn_input(
+            user=await request.auser(),  # type: ignore[arg-type]
             conversation_id=id_field(data, "conversation"),
             provider=string_field(data, "provider"),
             model=string_field(data, "model"),

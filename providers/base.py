@@ -289,6 +289,16 @@ class Provider(ABC):
         """Raise ProviderError unless the key works."""
         await self._short_call(self._check_key(creds))
 
+    async def _count_input_tokens(self, request: ChatRequest, creds: Credentials) -> int | None:
+        """The vendor's own count of a request's input tokens, where it has an
+        endpoint for it (None: it has none)."""
+        return None
+
+    async def count_input_tokens(self, request: ChatRequest, creds: Credentials) -> int | None:
+        """The request's input tokens as the vendor counts them (a free call, made
+        before sending, for an estimate), or None where it cannot; ProviderError."""
+        return await self._short_call(self._count_input_tokens(request, creds))
+
     async def list_models(self, creds: Credentials) -> list[str]:
         """The chat models the provider lists for this key, sorted; ProviderError
         unless it answers."""

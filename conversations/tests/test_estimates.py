@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from conversations.models import Conversation, Message, UsageRecord
+from providers import keys
 
 
 def estimate(client: Client, **body: Any) -> Any:
@@ -57,3 +58,45 @@ def test_bad_requests_are_refused(client: Client, alice: Any, bob: Any) -> None:
     assert estimate(client, provider="nope").status_code == 400
     assert estimate(client, conversation=theirs.pk).status_code == 404
     assert estimate(client, system_prompt=3).status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("provider", "model", "key"),
+    [
+        ("openai", "gpt-4o", "sk-test-openai-key-000000000000abcd"),
+        ("anthropic", "claude-sonnet-4-5", "sk-ant-test-anthropic-key-00000000abcd"),
+        ("google", "gemini-2.5-flash", "AIzaSy-test-google-key-000000000abcd"),
+    ],
+)
+def test_the_vendors_count_is_used_where_it_has_one(
+    client: Client,
+    alice: Any,
+    prices: None,
+    mock_provider: Any,
+    provider: str,
+    model: str,
+    key: str,
+) -> None:
+    keys.provider_key_save(user=alice, provider=provider, key=key)
+    mock_provider.configure(input_tokens=1234)
+    client.force_login(alice)
+    answer = estimate(client, provider=provider, model=model, message="Count me").json()
+    assert answer["method"] == "counted"
+    assert answer["input_tokens"] == 1234
+    sent = mock_provider.requests[-1]
+    assert "count" in sent.path.lower() or "input_tokens" in sent.path
+    assert not UsageRecord.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_count_that_fails_falls_back_to_the_approximation(
+    client: Client, alice: Any, prices: None, mock_provider: Any
+) -> None:
+    keys.provider_key_save(
+        user=alice, provider="anthropic", key="sk-ant-invalid-key-000000000000000"
+    )
+    client.force_login(alice)
+    answer = estimate(client, provider="anthropic", model="claude-sonnet-4-5", message="x" * 400)
+    assert answer.json()["method"] == "approximate"
+    assert answer.json()["input_tokens"] == 100

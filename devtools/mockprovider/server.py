@@ -211,9 +211,19 @@ class MockProvider:
             await self._control(method, path, ex)
             return
         gemini = re.fullmatch(
-            r"/(v1beta|v1)/models/([^/:]+):(generateContent|streamGenerateContent)", path
+            r"/(v1beta|v1)/models/([^/:]+):(generateContent|streamGenerateContent|countTokens)",
+            path,
         )
-        if method == "POST" and gemini:
+        if method == "POST" and gemini and gemini.group(3) == "countTokens":
+            await _count(Gemini(ex, gemini.group(2)), lambda n: {"totalTokens": n})
+        elif method == "POST" and path == "/v1/messages/count_tokens":
+            await _count(Anthropic(ex), lambda n: {"input_tokens": n})
+        elif method == "POST" and path == "/v1/responses/input_tokens":
+            await _count(
+                OpenAIResponses(ex),
+                lambda n: {"object": "response.input_tokens", "input_tokens": n},
+            )
+        elif method == "POST" and gemini:
             await Gemini(ex, gemini.group(2)).handle(stream=gemini.group(3).startswith("stream"))
         elif method == "GET" and path in {"/v1beta/models", "/v1/models"} and _is_gemini(ex):
             await Gemini(ex, "").models()
@@ -249,6 +259,15 @@ class MockProvider:
             await ex.json(200, first_tokens)
         else:
             await ex.json(404, {"error": "unknown control path"})
+
+
+async def _count(dialect: Any, answer: Any) -> None:
+    """A vendor's token-counting endpoint: the prompt's input tokens, as the reply's
+    usage would count them. Only the key is checked: the `fault` setting is for the
+    chat calls (a page's estimate must not use up a fault meant for its message)."""
+    if await dialect.auth_failed():
+        return
+    await dialect.ex.json(200, answer(dialect.ex.input_tokens(dialect.prompt())))
 
 
 def _is_gemini(ex: _Exchange) -> bool:

@@ -120,6 +120,16 @@ class AnthropicProvider(Provider):
     async def _list_models(self, creds: Credentials) -> list[str]:
         return [m.id async for m in http.anthropic_client(creds).models.list(limit=1000)]
 
+    async def _count_input_tokens(self, request: ChatRequest, creds: Credentials) -> int | None:
+        params: dict[str, Any] = {"model": request.model}
+        if request.system:
+            params["system"] = request.system
+        history: Any = [{"role": m.role, "content": m.content} for m in request.messages]
+        counted = await http.anthropic_client(creds).messages.count_tokens(
+            messages=history, **params
+        )
+        return int(counted.input_tokens)
+
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
         params: dict[str, Any] = {
             "model": request.model,

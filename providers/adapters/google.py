@@ -138,6 +138,24 @@ class GoogleProvider(Provider):
             if m.name and "generateContent" in (m.supported_actions or [])
         ]
 
+    async def _count_input_tokens(self, request: ChatRequest, creds: Credentials) -> int | None:
+        from google.genai import types
+
+        # The Developer API counts contents only (no system instruction): the system
+        # prompt is counted as a first turn of its own.
+        turns = ([("user", request.system)] if request.system else []) + [
+            ("model" if m.role == "assistant" else "user", m.content) for m in request.messages
+        ]
+        contents = [types.Content(role=role, parts=[types.Part(text=text)]) for role, text in turns]
+        recorder = http.ResponseRecorder()
+        try:
+            counted = await http.google_client(creds, recorder=recorder).aio.models.count_tokens(
+                model=request.model, contents=contents
+            )
+        finally:
+            await recorder.aclose()
+        return int(counted.total_tokens or 0)
+
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
         from google.genai import types
 

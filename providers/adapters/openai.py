@@ -130,6 +130,14 @@ class OpenAIProvider(Provider):
         listed = [m.id async for m in http.openai_client(creds).models.list()]
         return [m for m in listed if not _NOT_CHAT.search(m)]
 
+    async def _count_input_tokens(self, request: ChatRequest, creds: Credentials) -> int | None:
+        counted = await http.openai_client(creds).responses.input_tokens.count(
+            model=request.model,
+            instructions=request.system or None,
+            input=[{"role": m.role, "content": m.content} for m in request.messages],
+        )
+        return int(counted.input_tokens)
+
     async def _events(self, request: ChatRequest, creds: Credentials) -> AsyncIterator[Event]:
         params: dict[str, Any] = {"model": request.model, "store": False, "stream": True}
         if request.system:

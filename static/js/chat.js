@@ -778,7 +778,7 @@
     }
     if (seq !== estimateSeq) return; // a newer one is on its way
     let line = "Estimate: ~" + number(answer.input_tokens) + " input tokens";
-    if (answer.method === "approximate") line += " (about 4 characters a token)";
+    line += answer.method === "counted" ? " (counted by the provider)" : " (about 4 characters a token)";
     line += answer.input_cost === null ? ", model unpriced" : " ≈ " + money(answer.input_cost) + " before the reply";
     if (answer.budget_left !== null) line += " · " + money(answer.budget_left) + " left this month";
     estimateLine.textContent = line;
