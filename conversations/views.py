@@ -95,8 +95,8 @@ def _new_chat_start(user: Any, models: list[Any]) -> tuple[dict[str, str] | None
 
 def sidebar_groups(conversations: Any) -> list[tuple[str, list[Conversation]]]:
     """The sidebar's conversations under headings: Pinned, then by the day of their
-    last message in the user's time zone (the server's, TIME_ZONE): Today, Yesterday,
-    Previous 7 days, Older. Empty headings are left out."""
+    last message: Today, Yesterday, Previous 7 days, Older (empty ones left out). By
+    the server's TIME_ZONE here; the page lays them out again in the reader's own."""
     today = timezone.localdate()
     groups: dict[str, list[Conversation]] = {
         "Pinned": [],

@@ -373,3 +373,39 @@ def test_the_next_messages_input_cost_is_estimated_as_the_user_types(
     assert "~1,000 input tokens (counted by the provider)" in text
     assert "$0.0025" in text
     assert not UsageRecord.objects.exists()  # an estimate is never recorded
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_list_is_grouped_by_the_readers_own_days(asgi_page: Any, asgi_live_server: Any) -> None:
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    reader_zone = "Etc/GMT+12"  # UTC-12: its days start twelve hours after the server's
+
+    def label(when: Any, zone: Any) -> str:
+        age = (timezone.now().astimezone(zone).date() - when.astimezone(zone).date()).days
+        return "Today" if age <= 0 else "Yesterday" if age == 1 else "Previous 7 days"
+
+    now = timezone.now()
+    # A moment that is "today" for the server and another day for the reader, or the
+    # other way round.
+    when = next(
+        now - timedelta(hours=h)
+        for h in range(1, 48)
+        if label(now - timedelta(hours=h), ZoneInfo("UTC"))
+        != label(now - timedelta(hours=h), ZoneInfo(reader_zone))
+    )
+    user = make_user("ora@example.com")
+    conversation = long_conversation(user, turns=1, title="Across midnight")
+    Conversation.objects.filter(pk=conversation.pk).update(updated=when)
+    context = asgi_page.context.browser.new_context(
+        base_url=asgi_live_server.url, timezone_id=reader_zone
+    )
+    page = context.new_page()
+    sign_in(page, user)
+    labels = page.locator("#conversation-list .group-label").all_inner_texts()
+    assert [text.strip().lower() for text in labels] == [label(when, ZoneInfo(reader_zone)).lower()]
+    context.close()

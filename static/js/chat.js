@@ -548,6 +548,9 @@
       t.prepend(mark, " ");
     }
     li.querySelector(".conversation-cost").textContent = money(c.total_cost);
+    li.dataset.updated = c.updated_at;
+    if (c.pinned) li.dataset.pinned = "";
+    else delete li.dataset.pinned;
     return li;
   }
 
@@ -562,6 +565,35 @@
       list.insertBefore(label, before);
     }
     return label;
+  }
+
+  // The server groups the list by its own time zone; the reader's days are those of
+  // their browser, so the groups are laid out again here.
+  const GROUPS = [["pinned", "Pinned"], ["today", "Today"], ["yesterday", "Yesterday"], ["previous-7-days", "Previous 7 days"], ["older", "Older"]];
+  function dayNumber(date) {
+    return Math.floor((date.getTime() - date.getTimezoneOffset() * 60000) / 86400000);
+  }
+  function regroup() {
+    const items = Array.from(list.querySelectorAll("li[data-id]"));
+    if (!items.length || searching) return;
+    const today = dayNumber(new Date());
+    const byGroup = new Map(GROUPS.map(([slug]) => [slug, []]));
+    for (const li of items) {
+      const age = li.dataset.updated ? today - dayNumber(new Date(li.dataset.updated)) : 0;
+      const slug = li.dataset.pinned !== undefined ? "pinned" : age <= 0 ? "today" : age === 1 ? "yesterday" : age <= 7 ? "previous-7-days" : "older";
+      byGroup.get(slug).push(li);
+    }
+    const laid = [];
+    for (const [slug, text] of GROUPS) {
+      const members = byGroup.get(slug);
+      if (!members.length) continue;
+      const label = document.createElement("li");
+      label.className = "group-label";
+      label.dataset.group = slug;
+      label.textContent = text;
+      laid.push(label, ...members);
+    }
+    list.replaceChildren(...laid);
   }
 
   // A conversation just written in goes to the top of Today (or stays in Pinned).
@@ -960,6 +992,7 @@
   document.getElementById("shortcuts-close").addEventListener("click", () => help.close());
   document.getElementById("shortcuts-button").addEventListener("click", () => help.showModal());
 
+  regroup();
   // Code blocks of the replies on the page get their bar.
   enhanceCode(messages);
   // A conversation opens at its newest message.
