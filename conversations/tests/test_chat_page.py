@@ -106,6 +106,13 @@ def test_on_a_phone_nothing_is_wider_than_the_screen_and_the_list_is_a_drawer(
     send = box(page, "#send-button")
     assert send["x"] + send["width"] <= PHONE["width"]
     assert send["y"] + send["height"] <= PHONE["height"]
+    # The settings fold away: the messages keep most of the screen.
+    assert not page.locator("#model-picker").is_visible()
+    assert box(page, "#messages")["height"] > PHONE["height"] / 2
+    page.click("#settings-toggle")
+    page.locator("#model-picker").wait_for(state="visible")
+    page.click("#settings-toggle")
+    page.locator("#model-picker").wait_for(state="hidden")
     # The conversations are a drawer, closed until asked for.
     assert not page.locator("#chat-sidebar").is_visible()
     page.click("#sidebar-toggle")

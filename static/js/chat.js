@@ -947,6 +947,13 @@
     }, 250);
   });
 
+  // On a phone the chat's settings fold away behind a button.
+  const settingsToggle = document.getElementById("settings-toggle");
+  settingsToggle.addEventListener("click", () => {
+    const open = root.classList.toggle("settings-open");
+    settingsToggle.setAttribute("aria-expanded", String(open));
+  });
+
   // On a phone the conversations are a drawer.
   const layout = root.parentElement;
   const sidebarToggle = document.getElementById("sidebar-toggle");
