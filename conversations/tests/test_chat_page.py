@@ -327,13 +327,16 @@ def test_pinning_and_archiving_from_the_chat_header(asgi_page: Any) -> None:
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("size", [LAPTOP, PHONE], ids=["laptop", "phone"])
 def test_model_parameters_are_set_in_the_page_sent_and_shown_on_the_reply(
-    asgi_page: Any, mock_provider: Any, prices: None
+    asgi_page: Any, mock_provider: Any, prices: None, size: dict[str, int]
 ) -> None:
     page = asgi_page
-    page.set_viewport_size(LAPTOP)
+    page.set_viewport_size(size)
     sign_in(page, keyed_user("lou@example.com"))
     mock_provider.configure(reply="Tuned reply.")
+    if size == PHONE:  # the settings fold away on a phone
+        page.click("#settings-toggle")
     page.select_option("#model-picker", "openai|gpt-4o")
     page.click("#parameters summary")
     page.fill("#param-temperature", "0.2")
@@ -350,6 +353,8 @@ def test_model_parameters_are_set_in_the_page_sent_and_shown_on_the_reply(
     assert sent["reasoning"] == {"effort": "high"}
     page.locator(".message-assistant .meta-cost").wait_for()
     page.reload()
+    if size == PHONE:
+        page.click("#settings-toggle")
     assert page.input_value("#param-temperature") == "0.2"
     assert page.input_value("#param-reasoning-effort") == "high"
     assert (

@@ -9,7 +9,7 @@ from django.test import Client
 
 from conversations.models import Conversation, FavouriteModel, Preset
 from conversations.tests.test_browser import sign_in
-from conversations.tests.test_chat_page import LAPTOP, keyed_user
+from conversations.tests.test_chat_page import LAPTOP, PHONE, keyed_user
 from llmchat.tests.browser import asgi_page
 
 __all__ = ["asgi_page"]
@@ -118,13 +118,20 @@ def test_without_a_preset_a_new_chat_starts_with_the_last_model_used_not_the_dem
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("size", [LAPTOP, PHONE], ids=["laptop", "phone"])
 def test_a_person_saves_a_preset_makes_it_the_default_and_a_new_chat_starts_with_it(
-    asgi_page: Any, mock_provider: Any, prices: None
+    asgi_page: Any, mock_provider: Any, prices: None, size: dict[str, int]
 ) -> None:
     page = asgi_page
-    page.set_viewport_size(LAPTOP)
+    page.set_viewport_size(size)
     sign_in(page, keyed_user("max@example.com"))
     page.on("dialog", lambda d: d.accept("Careful") if d.type == "prompt" else d.accept())
+
+    def settings_shown() -> None:
+        if size == PHONE:  # the settings fold away on a phone
+            page.click("#settings-toggle")
+
+    settings_shown()
     page.select_option("#model-picker", "openai|gpt-4o")
     page.click("details.system-prompt summary")
     page.fill("#system-prompt", "Answer carefully.")
@@ -135,6 +142,7 @@ def test_a_person_saves_a_preset_makes_it_the_default_and_a_new_chat_starts_with
     page.click("#preset-default")
     page.locator("#preset-picker option", has_text="Careful (default)").wait_for(state="attached")
     page.goto("/")
+    settings_shown()
     assert page.input_value("#model-picker") == "openai|gpt-4o"
     assert page.input_value("#system-prompt") == "Answer carefully."
     assert page.input_value("#param-temperature") == "0.3"
@@ -179,10 +187,15 @@ def test_favourite_models_are_starred_and_listed_first(
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_a_person_finds_a_model_and_stars_it(asgi_page: Any, prices: None) -> None:
+@pytest.mark.parametrize("size", [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_a_person_finds_a_model_and_stars_it(
+    asgi_page: Any, prices: None, size: dict[str, int]
+) -> None:
     page = asgi_page
-    page.set_viewport_size(LAPTOP)
+    page.set_viewport_size(size)
     sign_in(page, keyed_user("nia@example.com"))
+    if size == PHONE:  # the settings fold away on a phone
+        page.click("#settings-toggle")
     page.fill("#model-search", "4o mini")
     assert page.input_value("#model-picker") == "openai|gpt-4o-mini"
     visible = page.locator("#model-picker option:not([hidden])").all_inner_texts()
