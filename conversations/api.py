@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -38,7 +39,15 @@ from conversations.serializers import (
     money,
     preset_json,
 )
-from llmchat.api import ApiError, api_view, error_response, id_field, read_json, string_field
+from llmchat.api import (
+    ApiError,
+    api_view,
+    bool_field,
+    error_response,
+    id_field,
+    read_json,
+    string_field,
+)
 from providers import keys, registry
 from providers.base import ProviderError
 
@@ -52,27 +61,35 @@ MAX_CHAT_BODY = 1024 * 1024
 
 def _chat_fields(data: dict[str, Any]) -> dict[str, Any]:
     conversation = id_field(data, "conversation")
-    regenerate = data.get("regenerate", False)
-    if not isinstance(regenerate, bool):
-        raise ApiError(400, "invalid", "'regenerate' must be true or false.", field="regenerate")
-    parameters = data.get("parameters")
-    render = data.get("render", False)
-    if not isinstance(render, bool):
-        raise ApiError(400, "invalid", "'render' must be true or false.", field="render")
-    system_prompt = data.get("system_prompt")
-    if system_prompt is not None and not isinstance(system_prompt, str):
-        raise ApiError(400, "invalid", "'system_prompt' must be a string.", field="system_prompt")
+    regenerate = bool_field(data, "regenerate", default=False)
     return {
         "conversation_id": conversation,
         "provider": string_field(data, "provider"),
         "model": string_field(data, "model"),
         "message": string_field(data, "message", required=not regenerate),
-        "system_prompt": system_prompt,
+        "system_prompt": _system_prompt(data),
         "client_message_id": string_field(data, "client_message_id", required=False),
         "regenerate": regenerate,
-        "parameters": parameters,
-        "render": render,
+        "parameters": data.get("parameters"),
+        "render": bool_field(data, "render", default=False),
     }
+
+
+def _system_prompt(data: dict[str, Any]) -> str | None:
+    """The system prompt sent, or None: the conversation's stays."""
+    system_prompt = data.get("system_prompt")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise ApiError(400, "invalid", "'system_prompt' must be a string.", field="system_prompt")
+    return system_prompt
+
+
+@contextmanager
+def _refusals_as_api_errors() -> Iterator[None]:
+    """What the services refuse (ChatRefused), answered as the API's JSON errors."""
+    try:
+        yield
+    except turns.ChatRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
 
 
 @api_view(["POST"])
@@ -114,10 +131,8 @@ def _chat_start(user: Any, fields: dict[str, Any]) -> turns.Turn | turns.Replay:
 async def chat_estimate(request: HttpRequest) -> JsonResponse:
     """The next turn's input, estimated while the user types; nothing is recorded."""
     data = read_json(request, max_bytes=MAX_CHAT_BODY)
-    system_prompt = data.get("system_prompt")
-    if system_prompt is not None and not isinstance(system_prompt, str):
-        raise ApiError(400, "invalid", "'system_prompt' must be a string.", field="system_prompt")
-    try:
+    system_prompt = _system_prompt(data)
+    with _refusals_as_api_errors():
         estimate = await estimates.next_turn_input(
             user=await request.auser(),  # type: ignore[arg-type]
             conversation_id=id_field(data, "conversation"),
@@ -126,8 +141,6 @@ async def chat_estimate(request: HttpRequest) -> JsonResponse:
             message=string_field(data, "message", required=False),
             system_prompt=system_prompt,
         )
-    except turns.ChatRefused as exc:
-        raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
     return JsonResponse(
         {
             "input_tokens": estimate.input_tokens,
@@ -264,15 +277,13 @@ def conversation_list(request: HttpRequest) -> JsonResponse:
 @api_view(["GET", "PATCH", "DELETE"])
 def conversation_detail(request: HttpRequest, pk: int) -> JsonResponse:
     user = request.user
-    try:
+    with _refusals_as_api_errors():
         if request.method == "DELETE":
             services.conversation_delete(user=user, pk=pk)  # type: ignore[arg-type]
             return JsonResponse({"deleted": True})
         if request.method == "PATCH":
             _patch_conversation(user, pk, read_json(request, max_bytes=16 * 1024))
         detail = selectors.conversation_detail(user, pk)  # type: ignore[arg-type]
-    except turns.ChatRefused as exc:
-        raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
     return JsonResponse(
         conversation_detail_json(
             detail.conversation, detail.total_cost, detail.unpriced_calls, detail.messages
@@ -282,12 +293,7 @@ def conversation_detail(request: HttpRequest, pk: int) -> JsonResponse:
 
 def _patch_conversation(user: Any, pk: int, data: dict[str, Any]) -> None:
     """{"title"?, "pinned"?, "archived"?}: at least one."""
-    flags = {}
-    for name in ("pinned", "archived"):
-        if name in data:
-            if not isinstance(data[name], bool):
-                raise ApiError(400, "invalid", f"'{name}' must be true or false.", field=name)
-            flags[name] = data[name]
+    flags = {name: bool_field(data, name) for name in ("pinned", "archived") if name in data}
     if "title" not in data and not flags:
         raise ApiError(400, "required", "Send a title, pinned or archived.", field="title")
     if "title" in data:
@@ -349,19 +355,15 @@ def model_list(request: HttpRequest) -> JsonResponse:
 def model_favourite(request: HttpRequest) -> JsonResponse:
     """{"provider", "model", "favourite"}: star a model, or unstar it."""
     data = read_json(request, max_bytes=4096)
-    favourite = data.get("favourite")
-    if not isinstance(favourite, bool):
-        raise ApiError(400, "invalid", "'favourite' must be true or false.", field="favourite")
+    favourite = bool_field(data, "favourite")
     provider, model = string_field(data, "provider"), string_field(data, "model")
-    try:
+    with _refusals_as_api_errors():
         favourites.favourite_set(
             user=request.user,  # type: ignore[arg-type]
             provider=provider,
             model=model,
             favourite=favourite,
         )
-    except turns.ChatRefused as exc:
-        raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
     return JsonResponse({"provider": provider, "model": model, "favourite": favourite})
 
 
@@ -455,16 +457,13 @@ def usage(request: HttpRequest) -> JsonResponse:
 
 
 def _preset_fields(data: dict[str, Any]) -> dict[str, Any]:
-    default = data.get("default", False)
-    if not isinstance(default, bool):
-        raise ApiError(400, "invalid", "'default' must be true or false.", field="default")
     return {
         "name": string_field(data, "name"),
         "provider": string_field(data, "provider"),
         "model": string_field(data, "model"),
         "system_prompt": string_field(data, "system_prompt", required=False),
         "parameters": data.get("parameters"),
-        "is_default": default,
+        "is_default": bool_field(data, "default", default=False),
     }
 
 
@@ -472,10 +471,8 @@ def _preset_fields(data: dict[str, Any]) -> dict[str, Any]:
 def preset_list(request: HttpRequest) -> JsonResponse:
     if request.method == "POST":
         fields = _preset_fields(read_json(request, max_bytes=64 * 1024))
-        try:
+        with _refusals_as_api_errors():
             preset = presets.preset_save(user=request.user, **fields)  # type: ignore[arg-type]
-        except turns.ChatRefused as exc:
-            raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
         return JsonResponse(preset_json(preset), status=201)
     mine = selectors.presets_for_user(request.user)  # type: ignore[arg-type]
     return JsonResponse([preset_json(p) for p in mine], safe=False)
@@ -487,8 +484,6 @@ def preset_detail(request: HttpRequest, pk: int) -> JsonResponse:
         presets.preset_delete(user=request.user, pk=pk)  # type: ignore[arg-type]
         return JsonResponse({"deleted": True})
     fields = _preset_fields(read_json(request, max_bytes=64 * 1024))
-    try:
+    with _refusals_as_api_errors():
         preset = presets.preset_save(user=request.user, pk=pk, **fields)  # type: ignore[arg-type]
-    except turns.ChatRefused as exc:
-        raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
     return JsonResponse(preset_json(preset))

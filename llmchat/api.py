@@ -130,6 +130,14 @@ def _is_text(value: str) -> bool:
     return value.isascii() or _LONE_SURROGATE.search(value) is None
 
 
+def bool_field(data: dict[str, Any], name: str, *, default: bool | None = None) -> bool:
+    """A true/false field; `default` when it is left out (None: it may not be)."""
+    value = data.get(name, default)
+    if not isinstance(value, bool):
+        raise ApiError(400, "invalid", f"'{name}' must be true or false.", field=name)
+    return value
+
+
 def string_field(data: dict[str, Any], name: str, *, required: bool = True) -> str:
     value = data.get(name)
     if value is None:
