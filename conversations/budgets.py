@@ -113,6 +113,16 @@ class BudgetStatus:
             for limit, spent in ((self.limit, self.spent), (self.server_limit, self.server_spent))
         )
 
+    def left(self, key_source: str) -> Decimal | None:
+        """What a call with this key may still spend this month (None: no limit):
+        the user's budget left, and on the server's keys its allowance left too."""
+        left = []
+        if self.limit is not None:
+            left.append(self.limit - self.spent)
+        if key_source == "server" and self.server_limit is not None:
+            left.append(self.server_limit - self.server_spent)
+        return max(min(left), Decimal(0)) if left else None
+
     @property
     def used_fraction(self) -> Decimal | None:
         if self.limit is None or self.limit == 0:

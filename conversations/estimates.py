@@ -58,7 +58,7 @@ async def next_turn_input(
         except (ProviderError, TimeoutError):
             counted = None  # the approximation will do
     tokens = counted if counted is not None else ledger.estimate_tokens(ledger.prompt_of(request))
-    cost, left = await sync_to_async(_priced)(user, provider, request.model, tokens)
+    cost, left = await sync_to_async(_priced)(user, provider, request.model, tokens, creds)
     return InputEstimate(tokens, "counted" if counted is not None else "approximate", cost, left)
 
 
@@ -91,24 +91,10 @@ def _request(
 
 
 def _priced(
-    user: User, provider: str, model: str, tokens: int
+    user: User, provider: str, model: str, tokens: int, creds: Credentials | None
 ) -> tuple[Decimal | None, Decimal | None]:
     price = price_for(provider, model, at=timezone.now())
     cost = calculate_cost(Usage(input_tokens=tokens), price.as_price()) if price else None
-    return cost, _budget_left(user, provider)
-
-
-def _budget_left(user: User, provider: str) -> Decimal | None:
     status = budgets.budget_status_if_limited(user)
-    if status is None:
-        return None
-    left = []
-    if status.limit is not None:
-        left.append(status.limit - status.spent)
-    try:
-        on_server = credentials_for(user=user, provider=provider).key_source == "server"
-    except KeyProblem:
-        on_server = False
-    if on_server and status.server_limit is not None:
-        left.append(status.server_limit - status.server_spent)
-    return max(min(left), Decimal(0)) if left else None
+    key_source = creds.key_source if creds is not None else "none"
+    return cost, status.left(key_source) if status is not None else None
