@@ -82,7 +82,3 @@ def preset_save(
 
 def preset_delete(*, user: User, pk: object) -> None:
     preset_for_user(user, pk).delete()
-
-
-def default_preset(user: User) -> Preset | None:
-    return Preset.objects.filter(user=user, is_default=True).first()

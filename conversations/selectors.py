@@ -32,6 +32,16 @@ def conversation_for_user(user: User, pk: object) -> Conversation:
         raise Http404("No such conversation.") from None
 
 
+def last_model_used(user: User) -> tuple[str, str] | None:
+    """The provider and model of the user's most recently written conversation."""
+    return (
+        Conversation.objects.for_user(user)
+        .order_by("-updated", "-id")
+        .values_list("provider", "model")
+        .first()
+    )
+
+
 def presets_for_user(user: User) -> QuerySet[Preset]:
     return Preset.objects.filter(user=user).order_by("name", "id")
 

@@ -11,8 +11,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from conversations import budgets, charts, presets, selectors
-from conversations.models import Conversation
+from conversations import budgets, charts, selectors
+from conversations.models import Conversation, Preset
 from conversations.serializers import preset_json
 from providers import registry
 
@@ -43,9 +43,10 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     if detail is not None:
         current = {"provider": detail.conversation.provider, "model": detail.conversation.model}
         _keep_selectable(picker, current)
+    mine = list(selectors.presets_for_user(user))
     starting = None
     if detail is None:
-        current, starting = _new_chat_start(user, models)
+        current, starting = _new_chat_start(user, models, mine)
     return render(
         request,
         "conversations/chat.html",
@@ -60,10 +61,7 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "compatible": compatible,
             "budget": budgets.budget_status_if_limited(user),
             "reasoning_efforts": registry.get("openai").reasoning_efforts,
-            "presets": [
-                {**preset_json(p), "json": json.dumps(preset_json(p))}
-                for p in selectors.presets_for_user(user)
-            ],
+            "presets": [{**shown, "json": json.dumps(shown)} for shown in map(preset_json, mine)],
             # What a new chat starts with beyond its model: the default preset's.
             "starting": {
                 "id": starting.pk if starting else None,
@@ -74,19 +72,21 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     )
 
 
-def _new_chat_start(user: Any, models: list[Any]) -> tuple[dict[str, str] | None, Any]:
+def _new_chat_start(
+    user: Any, models: list[Any], mine: list[Preset]
+) -> tuple[dict[str, str] | None, Preset | None]:
     """What a new chat starts with: the user's default preset; else the model of
     their last conversation, if they may still use it; else the first model they
     may use that is not the demo; else the demo. (The preset, or None.)"""
     usable = {(m.provider, m.model) for m in models if m.available}
-    preset = presets.default_preset(user)
+    preset = next((p for p in mine if p.is_default), None)
     if preset is not None and (
         preset.provider == "compatible" or (preset.provider, preset.model) in usable
     ):
         return {"provider": preset.provider, "model": preset.model}, preset
-    last = selectors.conversation_list(user, archived=None).first()
-    if last is not None and (last.provider, last.model) in usable:
-        return {"provider": last.provider, "model": last.model}, None
+    last = selectors.last_model_used(user)
+    if last is not None and last in usable:
+        return {"provider": last[0], "model": last[1]}, None
     ranked = sorted((m for m in models if m.available), key=lambda m: m.provider == "demo")
     if ranked:
         return {"provider": ranked[0].provider, "model": ranked[0].model}, None

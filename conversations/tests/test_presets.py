@@ -112,6 +112,18 @@ def test_without_a_preset_a_new_chat_starts_with_the_last_model_used_not_the_dem
     client.force_login(alice)
     # Nothing used yet: a real model the user may use, not the demo.
     assert not selected_model(client.get("/").content.decode()).startswith("demo|")
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    # A pinned conversation is listed first, but it is not the last one used.
+    Conversation.objects.create(
+        user=alice,
+        provider="openai",
+        model="gpt-4o",
+        pinned=True,
+        updated=timezone.now() - timedelta(days=3),
+    )
     Conversation.objects.create(user=alice, provider="openai", model="gpt-4o-mini")
     assert selected_model(client.get("/").content.decode()) == "openai|gpt-4o-mini"
 
