@@ -52,6 +52,23 @@
     banner.replaceChildren();
   }
 
+  // A JSON call to the API that changes something: its answer, or null after
+  // showing why it was refused.
+  async function callApi(url, method, body) {
+    const response = await fetch(url, {
+      method,
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const answer = await response.json();
+    if (!response.ok) {
+      showBanner(answer.error.message, answer.error.code);
+      return null;
+    }
+    hideBanner();
+    return answer;
+  }
+
   // Money as the whole site shows it (llmchat/money.py): to the micro-dollar, trailing
   // zeros dropped but never fewer than two places, thousands grouped. The API's
   // amounts are decimal strings, already to the micro-dollar: never via floats.
@@ -350,21 +367,6 @@
     return option;
   }
 
-  async function sendPreset(url, method, body) {
-    const response = await fetch(url, {
-      method,
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const answer = await response.json();
-    if (!response.ok) {
-      showBanner(answer.error.message, answer.error.code);
-      return null;
-    }
-    hideBanner();
-    return answer;
-  }
-
   presetPicker.addEventListener("change", () => {
     const preset = selectedPreset();
     if (preset) applyPreset(preset);
@@ -373,13 +375,13 @@
   document.getElementById("preset-save").addEventListener("click", async () => {
     const name = window.prompt("Name this preset (model, system prompt and parameters)");
     if (!name) return;
-    const preset = await sendPreset("/api/presets", "POST", presetBody(name, false));
+    const preset = await callApi("/api/presets", "POST", presetBody(name, false));
     if (preset) presetOption(preset).selected = true;
     presetButtons();
   });
   presetDefault.addEventListener("click", async () => {
     const chosen = selectedPreset();
-    const preset = await sendPreset("/api/presets/" + chosen.id, "PUT", { ...chosen, default: true });
+    const preset = await callApi("/api/presets/" + chosen.id, "PUT", { ...chosen, default: true });
     if (!preset) return;
     for (const option of presetPicker.querySelectorAll("option[data-preset]")) {
       presetOption({ ...JSON.parse(option.dataset.preset), default: false });
@@ -390,7 +392,7 @@
   presetDelete.addEventListener("click", async () => {
     const chosen = selectedPreset();
     if (!window.confirm('Delete the preset "' + chosen.name + '"? Conversations keep their settings.')) return;
-    if (await sendPreset("/api/presets/" + chosen.id, "DELETE")) {
+    if (await callApi("/api/presets/" + chosen.id, "DELETE")) {
       presetPicker.selectedOptions[0].remove();
       presetPicker.value = "";
     }
@@ -439,16 +441,7 @@
     const { provider, model } = selectedModel();
     const value = picker.value;
     const favourite = !isFavourite(value);
-    const response = await fetch("/api/models/favourites", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify({ provider, model, favourite }),
-    });
-    if (!response.ok) {
-      const error = (await response.json()).error;
-      showBanner(error.message, error.code);
-      return;
-    }
+    if (!(await callApi("/api/models/favourites", "POST", { provider, model, favourite }))) return;
     if (favourite) {
       const copy = picker.selectedOptions[0].cloneNode(true);
       favourites.appendChild(copy);
@@ -886,31 +879,13 @@
         button.dataset.action === "pin"
           ? { pinned: button.getAttribute("aria-pressed") !== "true" }
           : { archived: button.textContent.trim() === "Archive" };
-      const response = await fetch("/api/conversations/" + conversationId, {
-        method: "PATCH",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-        body: JSON.stringify(change),
-      });
-      if (!response.ok) {
-        const error = (await response.json()).error;
-        showBanner(error.message, error.code);
-        return;
-      }
-      // The list's groups are the server's to lay out.
+      if (!(await callApi("/api/conversations/" + conversationId, "PATCH", change))) return;
+      // The header's buttons and the list (Pinned, Archived) are laid out anew.
       window.location.reload();
     } else if (button.dataset.action === "rename") {
       const name = window.prompt("Rename conversation", title.textContent);
       if (!name) return;
-      const response = await fetch("/api/conversations/" + conversationId, {
-        method: "PATCH",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-        body: JSON.stringify({ title: name }),
-      });
-      if (!response.ok) {
-        const error = (await response.json()).error;
-        showBanner(error.message, error.code);
-        return;
-      }
+      if (!(await callApi("/api/conversations/" + conversationId, "PATCH", { title: name }))) return;
       await refreshConversation();
     } else if (button.dataset.action === "delete") {
       if (!window.confirm("Delete this conversation? Its cost stays in your usage.")) return;
